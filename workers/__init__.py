@@ -1,0 +1,1 @@
+"""Everything that touches weights: merge kernels, checkpoint IO, materialisation, scoring."""

@@ -1,0 +1,137 @@
+"""Streaming merge to a Hugging Face model directory, written atomically.
+
+Tensors are read one at a time (the next one is read while the current one merges), merged,
+and streamed into pre-laid-out shards in a temporary folder beside the destination. Only a
+complete directory is renamed into place, so a crash or a bad input never leaves a
+half-written model, and peak memory is a few tensors, not a model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from search_spaces.errors import UserError
+from search_spaces.recipe import Recipe
+from workers.checkpoint import TOKENIZER_FILES
+from workers.plan import MergePlan, TensorMerge, execute, open_checkpoints, plan_merge
+from workers.safetensors_io import OutputTensor, ShardedWriter, TensorReader
+
+DEFAULT_SHARD_BYTES = 2 * 2**30
+COPIED_FILES = ("generation_config.json",)
+
+
+def merge_to_disk(recipe: Recipe, out: str | Path, *, max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+                  progress: bool = True, overwrite: bool = False, card: dict[str, Any] | None = None) -> Path:
+    """Merge ``recipe`` into a new model directory ``out``; returns its path."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out}: already exists (pass --force to replace it)")
+    checkpoints = open_checkpoints(recipe)
+    plan = plan_merge(recipe, checkpoints)
+    readers = {path: ckpt.reader() for path, ckpt in checkpoints.items()}
+    try:
+        tensors = _stream_merges(plan, lambda ref: readers[ref.model].read(ref.name))
+        return write_model_dir(plan, out, tensors, max_shard_bytes=max_shard_bytes, progress=progress,
+                               overwrite=overwrite, card=card)
+    finally:
+        for reader in readers.values():
+            reader.close()
+
+
+def _stream_merges(plan: MergePlan, read: Callable[[Any], torch.Tensor]) -> Iterator[tuple[TensorMerge, torch.Tensor]]:
+    """Merged tensors in plan order, reading the next merge's inputs on a thread meanwhile."""
+
+    def fetch(merge: TensorMerge) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        return [read(r) for r in merge.inputs], (read(merge.base) if merge.base else None)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
+        pending = pool.submit(fetch, plan.merges[0]) if plan.merges else None
+        for i, merge in enumerate(plan.merges):
+            inputs, base = pending.result()
+            if i + 1 < len(plan.merges):
+                pending = pool.submit(fetch, plan.merges[i + 1])
+            yield merge, execute(merge, plan.method, inputs, base)
+            del inputs, base
+
+
+def write_model_dir(plan: MergePlan, out: Path, tensors: Iterator[tuple[TensorMerge, torch.Tensor]], *,
+                    max_shard_bytes: int = DEFAULT_SHARD_BYTES, progress: bool = True, overwrite: bool = False,
+                    card: dict[str, Any] | None = None) -> Path:
+    """Write weights, config, tokenizer and model card into a temp folder, then rename it to ``out``."""
+    out = Path(out).absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        layout = [OutputTensor(m.name, m.dtype, tuple(m.shape)) for m in plan.merges]
+        total = sum(t.nbytes for t in layout)
+        with ExitStack() as stack:
+            bar = stack.enter_context(_progress(progress))
+            task = bar.add_task("merging", total=total)
+            writer = stack.enter_context(ShardedWriter(tmp, layout, max_shard_bytes, metadata={"merged_by": "evolve-merge"}))
+            for merge, tensor in tensors:
+                writer.write(merge.name, tensor)
+                bar.advance(task, tensor.numel() * tensor.element_size())
+        _write_metadata(plan, tmp, card)
+        if out.exists():
+            if not overwrite:
+                raise UserError(f"{out}: already exists (pass --force to replace it)")
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_metadata(plan: MergePlan, directory: Path, card: dict[str, Any] | None) -> None:
+    (directory / "config.json").write_text(json.dumps(plan.config, indent=2) + "\n")
+    source = plan.reference.path
+    for name in TOKENIZER_FILES + COPIED_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, directory / name)
+    (directory / "evolve_recipe.yaml").write_text(plan.recipe.to_yaml())
+    (directory / "README.md").write_text(model_card(plan.recipe, plan.parents, card or {}))
+
+
+def model_card(recipe: Recipe, parents: list[str], extra: dict[str, Any]) -> str:
+    """A Hugging Face model card that carries the recipe, its parents and any scores."""
+    lines = [
+        "---",
+        "library_name: transformers",
+        "tags: [merge, evolve-merge]",
+        "---",
+        f"# Merged model ({recipe.merge_method})",
+        "",
+        f"Made by evolve-merge from {len(parents)} model(s). Recipe hash `{recipe.hash}`.",
+        "",
+        "## Parents",
+        *[f"- `{p}`" for p in parents],
+        "",
+    ]
+    if extra.get("scores"):
+        lines += ["## Scores", "", "| task | metric | value |", "|---|---|---|"]
+        for task, metrics in extra["scores"].items():
+            for metric, value in metrics.items():
+                lines.append(f"| {task} | {metric} | {value:.4f} |" if isinstance(value, float) else f"| {task} | {metric} | {value} |")
+        lines.append("")
+    for key, value in extra.items():
+        if key != "scores":
+            lines += [f"## {key}", "", "```", yaml.safe_dump(value, sort_keys=False).strip(), "```", ""]
+    lines += ["## Recipe", "", "```yaml", recipe.to_yaml().strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    TimeRemainingColumn(), disable=not enabled, transient=False)

@@ -1,0 +1,146 @@
+"""What a merge method is: a small pure function of tensors, described by its signature.
+
+A kernel looks like::
+
+    def linear(tensors: list[Tensor], *, weight: list[float], normalize: bool = True) -> Tensor
+
+- ``tensors`` are the models' versions of one tensor (the base model excluded), all one shape.
+- An argument ``base: Tensor`` makes a base model required; ``base: Tensor | None`` optional.
+- Keyword arguments typed ``list[float]`` are per-model parameters (one value per tensor);
+  ``float``/``int``/``bool`` ones are global. A default makes a parameter optional.
+- ``lambda_`` is exposed to users as ``lambda`` (a Python keyword).
+- An argument ``generator: torch.Generator`` marks the method as randomized; the caller
+  seeds one per tensor so results do not depend on the order tensors are merged in.
+
+`MergeMethod` derives the `ParamSpec`s from that signature once, when it is defined.
+Variants (ties, dare_ties, ...) are the same kernel with other fixed options, built by
+``MergeMethod.define(..., fixed={...})``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from search_spaces.errors import RecipeError
+
+Scope = Literal["global", "per_model"]
+BaseUse = Literal["required", "optional", "unused"]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    scope: Scope
+    required: bool
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    name: str
+    kernel: Callable[..., torch.Tensor]
+    params: tuple[ParamSpec, ...]
+    base: BaseUse
+    randomized: bool
+    reference: str = ""
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def define(
+        cls,
+        name: str,
+        kernel: Callable[..., torch.Tensor],
+        *,
+        reference: str = "",
+        fixed: Mapping[str, Any] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> MergeMethod:
+        """Build a method from a kernel's signature.
+
+        ``fixed`` binds kernel arguments that are not user parameters for this variant
+        (e.g. ``sparsify="magnitude"``); ``defaults`` overrides user-visible defaults.
+        """
+        fixed = dict(fixed or {})
+        defaults = dict(defaults or {})
+        hints = typing.get_type_hints(kernel)
+        sig = inspect.signature(kernel)
+        params: list[ParamSpec] = []
+        base: BaseUse = "unused"
+        randomized = False
+        for arg in sig.parameters.values():
+            if arg.name == "tensors":
+                continue
+            hint = hints.get(arg.name)
+            if arg.name == "base":
+                base = "optional" if _is_optional(hint) else "required"
+                continue
+            if arg.name == "generator":
+                randomized = True
+                continue
+            if arg.name in fixed:
+                continue
+            user_name = "lambda" if arg.name == "lambda_" else arg.name
+            scope = _scope_of(hint, kernel.__name__, arg.name)
+            default = defaults.get(user_name, arg.default)
+            required = default is inspect.Parameter.empty
+            params.append(ParamSpec(user_name, scope, required, None if required else default))
+        unknown = set(fixed) - set(sig.parameters)
+        if unknown:
+            raise ValueError(f"{name}: fixed arguments {sorted(unknown)} are not in {kernel.__name__}'s signature")
+        return cls(name, kernel, tuple(params), base, randomized, reference, fixed)
+
+    def param(self, name: str) -> ParamSpec | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    def check_parameter(self, name: str, scope: Scope, where: str) -> None:
+        """Raise a one-line error if ``name`` is not a parameter of this method at ``scope``."""
+        spec = self.param(name)
+        if spec is None:
+            known = ", ".join(p.name for p in self.params) or "none"
+            raise RecipeError(f"{where}: '{name}' is not a parameter of {self.name} (known: {known})")
+        if spec.scope == "global" and scope == "per_model":
+            raise RecipeError(f"{where}: '{name}' is a global parameter of {self.name}; set it under top-level 'parameters'")
+
+    def __call__(
+        self,
+        tensors: list[torch.Tensor],
+        base: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        **params: Any,
+    ) -> torch.Tensor:
+        """Merge one tensor. ``params`` hold resolved scalars (global) and lists (per-model)."""
+        kwargs: dict[str, Any] = dict(self.fixed)
+        for spec in self.params:
+            if spec.name in params:
+                value = params[spec.name]
+            elif spec.required:
+                raise RecipeError(f"{self.name}: parameter '{spec.name}' is required")
+            elif spec.scope == "per_model":
+                value = [spec.default] * len(tensors)
+            else:
+                value = spec.default
+            kwargs["lambda_" if spec.name == "lambda" else spec.name] = value
+        if self.base != "unused":
+            kwargs["base"] = base
+        if self.randomized:
+            kwargs["generator"] = generator
+        return self.kernel(tensors, **kwargs)
+
+
+def _is_optional(hint: Any) -> bool:
+    return type(None) in typing.get_args(hint)
+
+
+def _scope_of(hint: Any, kernel: str, arg: str) -> Scope:
+    if typing.get_origin(hint) is list:
+        return "per_model"
+    if hint in (float, int, bool, str) or (_is_optional(hint) and set(typing.get_args(hint)) - {type(None)} <= {float, int, bool}):
+        return "global"
+    raise ValueError(f"{kernel}: cannot tell the scope of argument '{arg}' from its annotation {hint!r}")

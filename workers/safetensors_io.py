@@ -1,0 +1,185 @@
+"""Plain-read safetensors IO: one tensor at a time, with memory we control.
+
+The safetensors format is an 8-byte little-endian header length, a JSON header
+``{name: {dtype, shape, data_offsets}}`` and the raw bytes. Reading a tensor with one
+``readinto`` (instead of touching an mmap) keeps resident memory equal to the tensors in
+flight, which is what bounds the merge's peak RSS. Writing is laid out in advance: a merge
+knows every output name, shape and dtype before it computes anything, so each shard's
+header is written first and the tensors are streamed behind it in order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U8": torch.uint8, "BOOL": torch.bool,
+}
+DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives in a shard file."""
+
+    file: Path
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    start: int  # absolute byte offset in the file
+    nbytes: int
+
+
+def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Parse a shard's header: its tensors and its ``__metadata__``."""
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise ValueError(f"{path}: not a safetensors file (too short)")
+        (size,) = struct.unpack("<Q", raw)
+        if size > 100 * 2**20:
+            raise ValueError(f"{path}: not a safetensors file (header of {size} bytes)")
+        header = json.loads(f.read(size))
+    metadata = header.pop("__metadata__", None) or {}
+    data_start = 8 + size
+    infos = {}
+    for name, entry in header.items():
+        begin, end = entry["data_offsets"]
+        infos[name] = TensorInfo(path, DTYPES[entry["dtype"]], tuple(entry["shape"]), data_start + begin, end - begin)
+    return infos, metadata
+
+
+class TensorReader:
+    """Reads tensors by name across shards, keeping one file handle per shard."""
+
+    def __init__(self, index: dict[str, TensorInfo]):
+        self.index = index
+        self._files: dict[Path, BinaryIO] = {}
+
+    def read(self, name: str) -> torch.Tensor:
+        info = self.index[name]
+        f = self._files.get(info.file)
+        if f is None:
+            f = self._files[info.file] = open(info.file, "rb", buffering=0)
+        out = torch.empty(info.shape, dtype=info.dtype)
+        if info.nbytes:
+            f.seek(info.start)
+            view = memoryview(out.view(-1).view(torch.uint8).numpy())
+            got = f.readinto(view)
+            if got != info.nbytes:
+                raise OSError(f"{info.file}: truncated tensor '{name}' ({got} of {info.nbytes} bytes)")
+        return out
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def __enter__(self) -> TensorReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n * torch.empty((), dtype=self.dtype).element_size()
+
+
+class ShardedWriter:
+    """Streams tensors, in a fixed order, into shards whose layout is decided up front.
+
+    Use as a context manager; tensors must be written in the order given. ``close`` checks
+    that every tensor arrived and writes ``model.safetensors.index.json`` for several shards.
+    """
+
+    def __init__(self, directory: Path, tensors: list[OutputTensor], max_shard_bytes: int, metadata: dict | None = None):
+        self.directory = Path(directory)
+        self.order = tensors
+        self.metadata = {"format": "pt", **(metadata or {})}
+        self.shards: list[list[OutputTensor]] = [[]]
+        size = 0
+        for t in tensors:
+            if self.shards[-1] and size + t.nbytes > max_shard_bytes:
+                self.shards.append([])
+                size = 0
+            self.shards[-1].append(t)
+            size += t.nbytes
+        n = len(self.shards)
+        self.files = (["model.safetensors"] if n == 1
+                      else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)])
+        self._next = 0
+        self._shard = -1
+        self._left_in_shard = 0
+        self._f: BinaryIO | None = None
+
+    def __enter__(self) -> ShardedWriter:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        if exc_type is None:
+            self._finish()
+
+    def _open_next_shard(self) -> None:
+        if self._f is not None:
+            self._f.close()
+        self._shard += 1
+        entries, offset = {}, 0
+        for t in self.shards[self._shard]:
+            entries[t.name] = {"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
+            offset += t.nbytes
+        header = json.dumps({"__metadata__": self.metadata, **entries}, separators=(",", ":")).encode()
+        header += b" " * (-len(header) % 8)  # align the data section
+        self._f = open(self.directory / self.files[self._shard], "wb")
+        self._f.write(struct.pack("<Q", len(header)))
+        self._f.write(header)
+        self._left_in_shard = len(self.shards[self._shard])
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        expected = self.order[self._next]
+        if name != expected.name:
+            raise ValueError(f"writer expected tensor '{expected.name}' next, got '{name}'")
+        if tensor.dtype != expected.dtype or tuple(tensor.shape) != expected.shape:
+            raise ValueError(f"tensor '{name}': got {tensor.dtype} {tuple(tensor.shape)}, "
+                             f"laid out as {expected.dtype} {expected.shape}")
+        if self._left_in_shard == 0:
+            self._open_next_shard()
+        data = tensor.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy()
+        self._f.write(memoryview(data))
+        self._left_in_shard -= 1
+        self._next += 1
+
+    def _finish(self) -> None:
+        if self._next != len(self.order):
+            raise ValueError(f"writer closed after {self._next} of {len(self.order)} tensors")
+        if len(self.files) > 1:
+            weight_map = {t.name: self.files[i] for i, shard in enumerate(self.shards) for t in shard}
+            index = {"metadata": {"total_size": sum(t.nbytes for t in self.order)}, "weight_map": weight_map}
+            (self.directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        for name in self.files:
+            fd = os.open(self.directory / name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
