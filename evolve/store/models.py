@@ -170,7 +170,7 @@ class RunModel(Base):
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(256))
-    config: Mapped[Any] = mapped_column(JSONValue)
+    config: Mapped[Any] = mapped_column(JSONValue, nullable=False)
     status: Mapped[str] = mapped_column(sa.String(16))
     seed: Mapped[int] = mapped_column(sa.BigInteger)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime, default=utcnow())
@@ -199,11 +199,11 @@ class CandidateModel(Base):
     run_id: Mapped[str] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(sa.Integer)
     generation: Mapped[int] = mapped_column(sa.Integer)
-    genome: Mapped[Any] = mapped_column(JSONValue)
-    recipe: Mapped[Any] = mapped_column(JSONValue)
+    genome: Mapped[Any] = mapped_column(JSONValue, nullable=False)
+    recipe: Mapped[Any] = mapped_column(JSONValue, nullable=False)
     recipe_hash: Mapped[str] = mapped_column(sa.String(64), index=True)
-    parents: Mapped[Any] = mapped_column(JSONValue)
-    strategy_info: Mapped[Any] = mapped_column(JSONValue)
+    parents: Mapped[Any] = mapped_column(JSONValue, nullable=False)
+    strategy_info: Mapped[Any] = mapped_column(JSONValue, nullable=False)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime, default=utcnow())
 
     @classmethod
@@ -271,7 +271,7 @@ class SampleScoresModel(Base):
     evaluation_id: Mapped[int] = mapped_column(sa.ForeignKey("evaluations.id", ondelete="CASCADE"))
     split: Mapped[str] = mapped_column(sa.String(64))
     task: Mapped[str] = mapped_column(sa.String(256))
-    scores: Mapped[Any] = mapped_column(JSONValue)
+    scores: Mapped[Any] = mapped_column(JSONValue, nullable=False)
 
 
 class SnapshotModel(Base):
@@ -281,5 +281,5 @@ class SnapshotModel(Base):
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"))
     sequence: Mapped[int] = mapped_column(sa.Integer)
-    state: Mapped[Any] = mapped_column(JSONValue)
+    state: Mapped[Any] = mapped_column(JSONValue, nullable=False)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime, default=utcnow())

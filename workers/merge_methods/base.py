@@ -9,8 +9,15 @@ A kernel looks like::
 - Keyword arguments typed ``list[float]`` are per-model parameters (one value per tensor);
   ``float``/``int``/``bool`` ones are global. A default makes a parameter optional.
 - ``lambda_`` is exposed to users as ``lambda`` (a Python keyword).
-- An argument ``generator: torch.Generator`` marks the method as randomized; the caller
-  seeds one per tensor so results do not depend on the order tensors are merged in.
+- An argument ``generator: torch.Generator | None`` marks the method as randomized; the caller
+  seeds one per tensor (on the tensors' device) so results do not depend on the order
+  tensors are merged in. A variant that fixes ``generator`` (to None) is deterministic.
+- A per-model argument's default is the scalar every model gets (``density: list[float] = 1.0``);
+  `MergeMethod.__call__` broadcasts it, and a scalar passed for a per-model parameter.
+
+Kernels never modify their inputs, return the inputs' dtype and shape, and raise
+`RecipeError` on mismatched shapes (`check_shapes`). They compute in float32 (float64 stays
+float64; see `compute_dtype`).
 
 `MergeMethod` derives the `ParamSpec`s from that signature once, when it is defined.
 Variants (ties, dare_ties, ...) are the same kernel with other fixed options, built by
@@ -64,7 +71,7 @@ class MergeMethod:
         """Build a method from a kernel's signature.
 
         ``fixed`` binds kernel arguments that are not user parameters for this variant
-        (e.g. ``sparsify="magnitude"``); ``defaults`` overrides user-visible defaults.
+        (e.g. ``sparsification="magnitude"``); ``defaults`` overrides user-visible defaults.
         """
         fixed = dict(fixed or {})
         defaults = dict(defaults or {})
@@ -80,10 +87,10 @@ class MergeMethod:
             if arg.name == "base":
                 base = "optional" if _is_optional(hint) else "required"
                 continue
+            if arg.name in fixed:
+                continue
             if arg.name == "generator":
                 randomized = True
-                continue
-            if arg.name in fixed:
                 continue
             user_name = "lambda" if arg.name == "lambda_" else arg.name
             scope = _scope_of(hint, kernel.__name__, arg.name)
@@ -93,6 +100,9 @@ class MergeMethod:
         unknown = set(fixed) - set(sig.parameters)
         if unknown:
             raise ValueError(f"{name}: fixed arguments {sorted(unknown)} are not in {kernel.__name__}'s signature")
+        unknown = set(defaults) - {p.name for p in params}
+        if unknown:
+            raise ValueError(f"{name}: defaults {sorted(unknown)} are not parameters of {kernel.__name__}")
         return cls(name, kernel, tuple(params), base, randomized, reference, fixed)
 
     def param(self, name: str) -> ParamSpec | None:
@@ -115,23 +125,59 @@ class MergeMethod:
         generator: torch.Generator | None = None,
         **params: Any,
     ) -> torch.Tensor:
-        """Merge one tensor. ``params`` hold resolved scalars (global) and lists (per-model)."""
+        """Merge one tensor. ``params`` hold resolved scalars (global) and lists (per-model).
+
+        A scalar given for a per-model parameter applies to every model.
+        """
+        unknown = set(params) - {p.name for p in self.params}
+        if unknown:
+            known = ", ".join(p.name for p in self.params) or "none"
+            raise RecipeError(f"{self.name}: unknown parameter(s) {sorted(unknown)} (known: {known})")
         kwargs: dict[str, Any] = dict(self.fixed)
         for spec in self.params:
             if spec.name in params:
                 value = params[spec.name]
             elif spec.required:
                 raise RecipeError(f"{self.name}: parameter '{spec.name}' is required")
-            elif spec.scope == "per_model":
-                value = [spec.default] * len(tensors)
             else:
                 value = spec.default
+            if spec.scope == "per_model":
+                if isinstance(value, list | tuple):
+                    if len(value) != len(tensors):
+                        raise RecipeError(f"{self.name}: parameter '{spec.name}' has {len(value)} values "
+                                          f"for {len(tensors)} models")
+                    value = list(value)
+                else:
+                    value = [value] * len(tensors)
             kwargs["lambda_" if spec.name == "lambda" else spec.name] = value
         if self.base != "unused":
             kwargs["base"] = base
         if self.randomized:
             kwargs["generator"] = generator
         return self.kernel(tensors, **kwargs)
+
+
+def check_shapes(method: str, tensors: list[torch.Tensor], base: torch.Tensor | None = None) -> None:
+    """Raise `RecipeError` unless every tensor (and the base, if given) has the same shape."""
+    shapes = [tuple(t.shape) for t in tensors] + ([tuple(base.shape)] if base is not None else [])
+    if len(set(shapes)) > 1:
+        where = " (last is the base model)" if base is not None else ""
+        raise RecipeError(f"{method}: tensors have different shapes {shapes}{where}; "
+                          "the models are not compatible for merging")
+
+
+def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The dtype kernels compute in: float64 stays float64, everything else uses float32."""
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
+
+
+def per_model(values: Any, n: int, name: str) -> list[float]:
+    """``values`` as one number per model (a scalar is broadcast), for kernels called directly."""
+    if isinstance(values, list | tuple):
+        if len(values) != n:
+            raise RecipeError(f"parameter '{name}' has {len(values)} values for {n} models")
+        return list(values)
+    return [values] * n
 
 
 def _is_optional(hint: Any) -> bool:

@@ -1,17 +1,83 @@
-"""The one place where merge methods are registered, by name, with their references."""
+"""The one place where merge methods are registered, by name, with their references.
+
+Names, parameters and defaults follow mergekit 0.1.5. The task-arithmetic family is one
+kernel configured eight ways:
+
+| method           | sparsification     | sign consensus | normalize | rescale | extra     |
+|------------------|--------------------|----------------|-----------|---------|-----------|
+| task_arithmetic  | none               | no             | false     | false   |           |
+| ties             | magnitude          | sum            | true      | false   |           |
+| dare_ties        | random             | sum            | false     | true    |           |
+| dare_linear      | random             | no             | false     | true    |           |
+| breadcrumbs      | magnitude_outliers | no             | false     | false   | gamma     |
+| breadcrumbs_ties | magnitude_outliers | sum            | false     | false   | gamma     |
+| della            | della_magprune     | sum            | true      | true    | epsilon   |
+| della_linear     | della_magprune     | no             | false     | true    | epsilon   |
+
+All of them: weight (per model, required), density (per model, 1.0), lambda (1.0),
+int8_mask (false, ignored); gamma (per model, 0.01), epsilon (per model, 0.15).
+"""
 
 from __future__ import annotations
 
-from workers.merge_methods.base import MergeMethod
-from workers.merge_methods.linear import linear
+from collections.abc import Iterable
 
 from search_spaces.errors import RecipeError
+from workers.merge_methods.base import MergeMethod
+from workers.merge_methods.linear import linear
+from workers.merge_methods.passthrough import passthrough
+from workers.merge_methods.slerp import slerp
+from workers.merge_methods.task_arithmetic import task_arithmetic
 
 
-def _build() -> dict[str, MergeMethod]:
-    methods = [
+def _task_arithmetic_variant(
+    name: str,
+    reference: str,
+    *,
+    sparsification: str | None,
+    consensus: str | None,
+    normalize: bool,
+    rescale: bool,
+) -> MergeMethod:
+    fixed: dict = {"sparsification": sparsification, "consensus": consensus}
+    if sparsification != "magnitude_outliers":
+        fixed["gamma"] = 0.0  # breadcrumbs only
+    if sparsification != "della_magprune":
+        fixed["epsilon"] = 0.0  # della only
+    if sparsification not in ("random", "della_magprune"):
+        fixed["generator"] = None  # deterministic
+    return MergeMethod.define(
+        name, task_arithmetic, reference=reference, fixed=fixed,
+        defaults={"normalize": normalize, "rescale": rescale},
+    )
+
+
+def all_methods() -> list[MergeMethod]:
+    ta = _task_arithmetic_variant
+    dare, breadcrumbs, della = (
+        "https://arxiv.org/abs/2311.03099", "https://arxiv.org/abs/2312.06795", "https://arxiv.org/abs/2406.11617"
+    )
+    return [
         MergeMethod.define("linear", linear, reference="https://arxiv.org/abs/2203.05482"),
+        MergeMethod.define("slerp", slerp, reference="https://doi.org/10.1145/325165.325242"),
+        MergeMethod.define("passthrough", passthrough, reference="https://arxiv.org/abs/2403.13257"),
+        ta("task_arithmetic", "https://arxiv.org/abs/2212.04089",
+           sparsification=None, consensus=None, normalize=False, rescale=False),
+        ta("ties", "https://arxiv.org/abs/2306.01708",
+           sparsification="magnitude", consensus="sum", normalize=True, rescale=False),
+        ta("dare_ties", dare, sparsification="random", consensus="sum", normalize=False, rescale=True),
+        ta("dare_linear", dare, sparsification="random", consensus=None, normalize=False, rescale=True),
+        ta("breadcrumbs", breadcrumbs,
+           sparsification="magnitude_outliers", consensus=None, normalize=False, rescale=False),
+        ta("breadcrumbs_ties", breadcrumbs,
+           sparsification="magnitude_outliers", consensus="sum", normalize=False, rescale=False),
+        ta("della", della, sparsification="della_magprune", consensus="sum", normalize=True, rescale=True),
+        ta("della_linear", della, sparsification="della_magprune", consensus=None, normalize=False, rescale=True),
     ]
+
+
+def build_registry(methods: Iterable[MergeMethod]) -> dict[str, MergeMethod]:
+    """Methods by name; a name registered twice is an error, never a silent overwrite."""
     registry: dict[str, MergeMethod] = {}
     for method in methods:
         if method.name in registry:
@@ -20,7 +86,7 @@ def _build() -> dict[str, MergeMethod]:
     return registry
 
 
-METHODS: dict[str, MergeMethod] = _build()
+METHODS: dict[str, MergeMethod] = build_registry(all_methods())
 
 
 def get_method(name: str) -> MergeMethod:
