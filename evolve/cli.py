@@ -29,6 +29,71 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(args: argparse.Namespace, config=None):
+    from evolve.config import resolve_store_url
+    from evolve.store import Store
+
+    return Store(resolve_store_url(getattr(args, "store", None), config))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from evolve import runner
+    from evolve.config import load_config
+    from evolve.report import print_leaderboard
+
+    config = load_config(args.config)
+    if args.address:
+        config = config.model_copy(update={"resources": config.resources.model_copy(update={"address": args.address})})
+    store = _store(args, config)
+    outcome = runner.start(store, config, progress=not args.quiet)
+    console.print(f"run [bold]{outcome.run_id}[/]: {outcome.stats.evaluations} evaluations, "
+                  f"{outcome.stats.failures} failed, busy fraction {outcome.stats.busy_fraction:.0%}")
+    print_leaderboard(store, outcome.run_id, split="test", limit=10)
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from evolve import runner
+    from evolve.report import print_leaderboard
+
+    store = _store(args)
+    outcome = runner.resume(store, args.run, progress=not args.quiet)
+    console.print(f"run [bold]{outcome.run_id}[/] resumed: {outcome.stats.evaluations} evaluations in total")
+    print_leaderboard(store, outcome.run_id, split="test", limit=10)
+    return 0
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from evolve.report import print_runs
+
+    print_runs(_store(args), fmt=args.format)
+    return 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from evolve.report import print_leaderboard
+
+    print_leaderboard(_store(args), args.run, split=args.split, limit=args.limit, fmt=args.format)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from evolve.export import export_candidate
+
+    out = export_candidate(_store(args), args.run, args.out, candidate_id=args.candidate, overwrite=args.force,
+                           progress=not args.quiet)
+    console.print(f"exported to {out}")
+    return 0
+
+
+def _cmd_zoo_build(args: argparse.Namespace) -> int:
+    from workers.zoo import build_zoo
+
+    zoo = build_zoo(args.dir, progress=True)
+    console.print(f"zoo ready in {zoo.root}: {', '.join(zoo.models)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evolve", description="Evolutionary search over LLM merge recipes.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -40,6 +105,48 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--force", action="store_true", help="replace --out if it exists")
     merge.add_argument("--quiet", action="store_true", help="no progress bar")
     merge.set_defaults(func=_cmd_merge)
+
+    store_help = "store URL (default: $EVOLVE_STORE, else sqlite:///runs/evolve.db)"
+    run = sub.add_parser("run", help="launch a search from a run config YAML")
+    run.add_argument("config", type=Path)
+    run.add_argument("--store", help=store_help)
+    run.add_argument("--address", help="Ray cluster address (default: start a local cluster)")
+    run.add_argument("--quiet", action="store_true")
+    run.set_defaults(func=_cmd_run)
+
+    resume = sub.add_parser("resume", help="continue an interrupted run")
+    resume.add_argument("run")
+    resume.add_argument("--store", help=store_help)
+    resume.add_argument("--quiet", action="store_true")
+    resume.set_defaults(func=_cmd_resume)
+
+    runs = sub.add_parser("runs", help="list runs")
+    runs.add_argument("--store", help=store_help)
+    runs.add_argument("--format", choices=("table", "json"), default="table")
+    runs.set_defaults(func=_cmd_runs)
+
+    board = sub.add_parser("leaderboard", help="rank a run's candidates")
+    board.add_argument("run")
+    board.add_argument("--split", choices=("validation", "test"), default="validation")
+    board.add_argument("--limit", type=int, default=20)
+    board.add_argument("--format", choices=("table", "json"), default="table")
+    board.add_argument("--store", help=store_help)
+    board.set_defaults(func=_cmd_leaderboard)
+
+    export = sub.add_parser("export", help="write a candidate (default: the best) as a model directory")
+    export.add_argument("run")
+    export.add_argument("--out", required=True, type=Path)
+    export.add_argument("--candidate", help="candidate id (default: best on validation)")
+    export.add_argument("--force", action="store_true")
+    export.add_argument("--quiet", action="store_true")
+    export.add_argument("--store", help=store_help)
+    export.set_defaults(func=_cmd_export)
+
+    zoo = sub.add_parser("zoo", help="the embedded model zoo")
+    zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
+    zoo_build = zoo_sub.add_parser("build", help="build (or find cached) the zoo")
+    zoo_build.add_argument("--dir", type=Path, default=None, help="zoo folder (default: $EVOLVE_ZOO_DIR or the cache)")
+    zoo_build.set_defaults(func=_cmd_zoo_build)
     return parser
 
 

@@ -11,8 +11,10 @@ A value is plain JSON data in one of four forms:
   ``len(groups)`` contiguous groups of (nearly) equal size. This is the form a search produces.
 
 Filter entries may hold any of the other forms; the filter ``*`` matches every tensor.
-Tensors outside the layer stack (embeddings, the final norm, the LM head) take the value at
-position 0 and the first group, as in mergekit.
+Tensors outside the layer stack (embeddings, the final norm, the LM head) take a gradient's
+value at position 0, as in mergekit. For groups, tensors before the stack (embeddings) take
+the first group and tensors after it (final norm, LM head) the last one, which is what
+mergekit does when each group is written as one of its slices.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def resolve(value: Any, tensor_name: str, position: float, layer: int | None, nu
 
     ``position`` is the tensor's place in its slice of the stack in [0, 1]
     (layer / (num_layers - 1); 0 outside the stack). ``layer`` is the layer index in the
-    output stack, or None outside it.
+    output stack: None before it, ``num_layers`` after it.
     Returns None when a filter list has no matching entry and no default.
     """
     if isinstance(value, bool | int | float):
@@ -93,10 +95,14 @@ def _group_index(n_groups: int, layer: int | None, num_layers: int) -> int:
     return min(n_groups - 1, layer * n_groups // max(num_layers, 1))
 
 
-def _interpolate(points: list | tuple, position: float) -> float:
+def _interpolate(points: list | tuple, position: float) -> Scalar:
+    """mergekit's gradient: linear between neighbouring points; a list holding booleans is
+    not interpolated but picks ``points[int(position * (len - 1))]``."""
     if len(points) == 1:
         return points[0]
     scaled = position * (len(points) - 1)
+    if any(isinstance(p, bool) for p in points):
+        return points[int(scaled)]
     lo = min(int(math.floor(scaled)), len(points) - 2)
     frac = scaled - lo
     return points[lo] * (1 - frac) + points[lo + 1] * frac

@@ -32,8 +32,12 @@ COPIED_FILES = ("generation_config.json",)
 
 
 def merge_to_disk(recipe: Recipe, out: str | Path, *, max_shard_bytes: int = DEFAULT_SHARD_BYTES,
-                  progress: bool = True, overwrite: bool = False, card: dict[str, Any] | None = None) -> Path:
-    """Merge ``recipe`` into a new model directory ``out``; returns its path."""
+                  progress: bool = True, overwrite: bool = False, card: dict[str, Any] | None = None,
+                  extra_files: dict[str, str] | None = None) -> Path:
+    """Merge ``recipe`` into a new model directory ``out``; returns its path.
+
+    ``extra_files`` (name -> text) are written beside the weights, inside the atomic rename.
+    """
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"{out}: already exists (pass --force to replace it)")
@@ -43,7 +47,7 @@ def merge_to_disk(recipe: Recipe, out: str | Path, *, max_shard_bytes: int = DEF
     try:
         tensors = _stream_merges(plan, lambda ref: readers[ref.model].read(ref.name))
         return write_model_dir(plan, out, tensors, max_shard_bytes=max_shard_bytes, progress=progress,
-                               overwrite=overwrite, card=card)
+                               overwrite=overwrite, card=card, extra_files=extra_files)
     finally:
         for reader in readers.values():
             reader.close()
@@ -67,7 +71,7 @@ def _stream_merges(plan: MergePlan, read: Callable[[Any], torch.Tensor]) -> Iter
 
 def write_model_dir(plan: MergePlan, out: Path, tensors: Iterator[tuple[TensorMerge, torch.Tensor]], *,
                     max_shard_bytes: int = DEFAULT_SHARD_BYTES, progress: bool = True, overwrite: bool = False,
-                    card: dict[str, Any] | None = None) -> Path:
+                    card: dict[str, Any] | None = None, extra_files: dict[str, str] | None = None) -> Path:
     """Write weights, config, tokenizer and model card into a temp folder, then rename it to ``out``."""
     out = Path(out).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +87,8 @@ def write_model_dir(plan: MergePlan, out: Path, tensors: Iterator[tuple[TensorMe
                 writer.write(merge.name, tensor)
                 bar.advance(task, tensor.numel() * tensor.element_size())
         _write_metadata(plan, tmp, card)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
         if out.exists():
             if not overwrite:
                 raise UserError(f"{out}: already exists (pass --force to replace it)")

@@ -192,8 +192,8 @@ def _plan_models(recipe: Recipe, method: MergeMethod, checkpoints: dict[str, Che
         info = reference.index[name]
         for ckpt in ckpts:
             _check_tensor(ckpt, name, info.shape, reference)
-        layer = layer_of(name)
-        position = _position(layer, num_layers)
+        layer = _value_layer(name, num_layers)
+        position = _position(layer_of(name), num_layers)
         merges.append(TensorMerge(
             name=name, shape=info.shape, dtype=dtype or info.dtype,
             inputs=tuple(TensorRef(e.model, name) for e in merged),
@@ -202,6 +202,14 @@ def _plan_models(recipe: Recipe, method: MergeMethod, checkpoints: dict[str, Che
             seed=_seed(recipe, name),
         ))
     return merges, num_layers
+
+
+def _value_layer(name: str, num_layers: int) -> int | None:
+    """The layer a tensor counts as for per-group values: None before the stack, past it after."""
+    layer = layer_of(name)
+    if layer is None and "embed" not in name:
+        return num_layers
+    return layer
 
 
 def _position(layer: int | None, num_layers: int) -> float:
@@ -262,7 +270,7 @@ def _plan_slices(recipe: Recipe, method: MergeMethod, checkpoints: dict[str, Che
                 add(with_layer(name, out_layer), list(sl.sources), in_names, position, offset, sl.num_layers)
             out_layer += 1
     for name in (n for n in non_layer if "embed" not in n):
-        add(name, last_sources, [name] * len(last_sources), 0.0, None, 1)
+        add(name, last_sources, [name] * len(last_sources), 0.0, 1, 1)
     return merges, out_layer
 
 

@@ -178,10 +178,15 @@ class RunModel(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(sa.DateTime, nullable=True)
 
     @classmethod
-    def find_or_raise(cls, session: Session, run_id: str, *, for_update: bool = False) -> RunModel:
+    def find_or_raise(
+        cls, session: Session, run_id: str, *, for_update: bool = False, key_share: bool = False
+    ) -> RunModel:
+        """`for_update` locks the row on PostgreSQL (SQLite writes are serialized anyway);
+        `key_share` makes it FOR NO KEY UPDATE, which still lets other transactions insert
+        rows that reference the run."""
         query = sa.select(cls).where(cls.id == run_id)
         if for_update:
-            query = query.with_for_update()
+            query = query.with_for_update(key_share=key_share)
         row = session.scalars(query).one_or_none()
         if row is None:
             raise NotFoundError(f"run {run_id!r} is not in the store")

@@ -74,10 +74,10 @@ def apply_mask_(delta: torch.Tensor, mask: torch.Tensor | None, rescale: bool) -
     if mask is None:
         return delta
     if rescale:
-        before = delta.abs().sum()
+        before = torch.linalg.vector_norm(delta, ord=1)
     delta.mul_(mask)
     if rescale:
-        after = delta.abs().sum()
+        after = torch.linalg.vector_norm(delta, ord=1)
         # One factor per tensor; torch.where keeps it on the device (no host sync).
         usable = (before >= _RESCALE_EPS) & (after >= _RESCALE_EPS)
         delta.mul_(torch.where(usable, before / after, torch.ones_like(before)))
@@ -151,7 +151,7 @@ def largest_k(magnitudes: torch.Tensor, k: int) -> torch.Tensor:
         return torch.zeros_like(magnitudes, dtype=torch.bool)
     threshold = torch.kthvalue(magnitudes, n - k + 1).values  # the k-th largest
     mask = magnitudes > threshold
-    missing = k - int(mask.sum())
+    missing = k - int(mask.count_nonzero())
     if missing > 0:
         tied = torch.nonzero(magnitudes == threshold).squeeze(1)[:missing]
         mask[tied] = True

@@ -77,11 +77,15 @@ def task_arithmetic(
     deltas.mul_(w)
 
     if consensus is not None:
-        keep = _sign_agreement(deltas, consensus)  # (M, *S) bool
-        deltas.mul_(keep)
-        merged = deltas.sum(dim=0)  # (*S)
+        # Keep d_i where it has the elected sign s (= ±1): there d_i * s > 0, and zeros never
+        # count. With r_i = relu(d_i * s), sum_i kept d_i = s * sum_i r_i exactly (s * s = 1),
+        # and the kept models at an entry are those with r_i > 0: no bool masks, fewer passes.
+        elected = _elected_sign(deltas, consensus)  # (*S) of ±1
+        deltas.mul_(elected).clamp_(min=0)  # (M, *S) r_i
+        merged = deltas.sum(dim=0).mul_(elected)  # (*S)
         if normalize:
-            divisor = (w * keep).sum(dim=0)  # (*S): weights of the models kept per entry
+            kept = deltas.sign_().view(n_models, base.numel())  # (M, N) 1 where kept, else 0
+            divisor = (w.view(1, n_models) @ kept).view(base.shape)  # (*S) weights of the kept models
             merged.div_(divisor.masked_fill_(divisor == 0, 1))
     else:
         merged = deltas.sum(dim=0)  # (*S)
@@ -94,11 +98,7 @@ def task_arithmetic(
     return merged.add_(base_c).to(base.dtype)
 
 
-def _sign_agreement(deltas: torch.Tensor, method: str) -> torch.Tensor:
-    """(M, *S) bool: where each weighted delta has the elected sign (TIES' sign election)."""
-    if method == "sum":
-        positive = deltas.sum(dim=0) >= 0  # (*S)
-    else:
-        positive = deltas.sign().sum(dim=0) >= 0  # (*S)
-    return torch.where(positive, deltas > 0, deltas < 0)
-
+def _elected_sign(deltas: torch.Tensor, method: str) -> torch.Tensor:
+    """(*S) of ±1: TIES' sign election over the weighted deltas (M, *S); a tie elects +1."""
+    votes = deltas.sum(dim=0) if method == "sum" else deltas.sign().sum(dim=0)  # (*S)
+    return torch.where(votes >= 0, 1.0, -1.0).to(deltas.dtype)

@@ -1,0 +1,161 @@
+"""The run configuration: validated once, here, at the edge; plain data everywhere else.
+
+Errors name the field and the line of the YAML file it came from, e.g.
+``search.yaml:14: strategy.name: unknown strategy 'cmaa' (did you mean 'cma'?)``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from search_spaces.errors import UserError
+
+DEFAULT_STORE = "sqlite:///runs/evolve.db"
+
+
+class ConfigError(UserError):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelsConfig(_Strict):
+    base: str = Field(description="base model directory, or zoo:NAME for the embedded zoo")
+    sources: list[str] = Field(min_length=1, description="models whose deltas are merged")
+
+
+class SpaceConfig(_Strict):
+    """Parameter space: which per-model parameters are searched, per layer group and tensor kind."""
+
+    method: str = "task_arithmetic"
+    groups: int = Field(default=1, ge=1, le=256)
+    kinds: list[str] = Field(default_factory=list)
+    search: dict[str, tuple[float, float]] = Field(default_factory=lambda: {"weight": (0.0, 1.0)})
+    fixed: dict[str, Any] = Field(default_factory=dict, description="fixed global merge parameters")
+    fixed_per_model: dict[str, Any] = Field(default_factory=dict)
+    dtype: Literal["float32", "float16", "bfloat16"] | None = None
+
+    @field_validator("search")
+    @classmethod
+    def _bounds(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        if not value:
+            raise ValueError("at least one parameter must be searched")
+        for name, (lo, hi) in value.items():
+            if not lo < hi:
+                raise ValueError(f"{name}: lower bound {lo} must be below upper bound {hi}")
+            if name == "density" and not (0 < lo and hi <= 1):
+                raise ValueError(f"density bounds must lie in (0, 1], got [{lo}, {hi}]")
+        return value
+
+
+class StrategyConfig(_Strict):
+    name: str = "cma"
+    seed: int = Field(default=0, ge=0)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class BudgetConfig(_Strict):
+    max_evaluations: int | None = Field(default=None, ge=1)
+    max_minutes: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> BudgetConfig:
+        if self.max_evaluations is None and self.max_minutes is None:
+            raise ValueError("give max_evaluations and/or max_minutes")
+        return self
+
+
+class TaskConfig(_Strict):
+    name: str
+    metric: str = "exact_match"
+    weight: float = 1.0
+    split: Literal["validation", "test"] = "validation"
+    limit: int | None = Field(default=None, ge=1)
+    num_fewshot: int | None = Field(default=None, ge=0)
+
+
+class EvaluationConfig(_Strict):
+    backend: Literal["hf", "vllm"] = "hf"
+    include_path: str | None = Field(default=None, description="folder of lm-eval task YAMLs (default: the zoo's)")
+    batch_size: int = Field(default=32, ge=1)
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+    gen_kwargs: dict[str, Any] = Field(default_factory=dict)
+    apply_chat_template: bool = False
+    report_test: bool = Field(default=True, description="also score each candidate on the test split")
+
+
+class ResourcesConfig(_Strict):
+    address: str | None = None
+    workers: int = Field(default=1, ge=1)
+    gpus_per_worker: float = Field(default=0, ge=0)
+    cpus_per_worker: float = Field(default=1, gt=0)
+    max_retries: int = Field(default=2, ge=0)
+
+
+class RunConfig(_Strict):
+    name: str = "search"
+    models: ModelsConfig
+    space: SpaceConfig = Field(default_factory=SpaceConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    budget: BudgetConfig
+    tasks: list[TaskConfig] = Field(min_length=1)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    store: str | None = None
+
+
+def resolve_store_url(cli_value: str | None, config: RunConfig | None = None) -> str:
+    """--store beats EVOLVE_STORE beats the config's `store` beats sqlite:///runs/evolve.db."""
+    return cli_value or os.environ.get("EVOLVE_STORE") or (config.store if config else None) or DEFAULT_STORE
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: malformed YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a run config must be a mapping")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"]]
+        line = _line_of(root, err["loc"])
+        where = f"{path}:{line}" if line else str(path)
+        field = ".".join(loc) or "(top level)"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        raise ConfigError(f"{where}: {field}: {message}") from None
+
+
+def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    """The 1-based line of the deepest YAML node on ``loc`` that exists."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == str(key)), None)
+            if match is None:
+                return line
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line

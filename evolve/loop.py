@@ -1,0 +1,243 @@
+"""The asynchronous steady-state search loop.
+
+Whenever a worker is free, the strategy is asked for one candidate; at most one candidate is
+in flight per worker, so a slow candidate never leaves the other workers idle (mergekit-evolve
+waits for a whole generation). Every ask becomes a candidate row, every result an evaluation
+row, and every tell a snapshot row (the tell log), so `resume` can rebuild the strategy by
+replaying asks and tells in their original order.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from evolve.pool import WorkerLost, WorkerPool
+from evolve.store import Store
+from evolve.store.records import EvaluationStatus
+from evolve.strategies.base import Candidate, Result, Strategy
+from search_spaces.parameter_space import ParameterSpace
+
+HEARTBEAT_SECONDS = 5.0
+
+
+@dataclass
+class LoopStats:
+    evaluations: int = 0
+    failures: int = 0
+    retries: int = 0
+    best_fitness: float = -math.inf
+    busy_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    workers: int = 0
+
+    @property
+    def busy_fraction(self) -> float:
+        capacity = self.wall_seconds * self.workers
+        return self.busy_seconds / capacity if capacity else 0.0
+
+
+@dataclass
+class _InFlight:
+    candidate: Candidate
+    store_id: str
+    evaluation_id: int
+    worker: int
+    started: float
+    attempt: int = 1
+
+
+@dataclass
+class SearchLoop:
+    store: Store
+    run_id: str
+    space: ParameterSpace
+    strategy: Strategy
+    pool: WorkerPool
+    max_evaluations: int | None
+    max_seconds: float | None
+    max_retries: int = 2
+    progress: bool = True
+    stats: LoopStats = field(default_factory=LoopStats)
+    _ids: dict[str, str] = field(default_factory=dict)  # strategy candidate id -> store candidate id
+    _asked: int = 0
+    _told: int = 0
+    _results: dict[str, Result] = field(default_factory=dict)  # store candidate id -> result told
+    _running: set[str] = field(default_factory=set)  # store candidate ids in flight
+    _waiting: dict[str, list[Candidate]] = field(default_factory=dict)  # asks duplicating one in flight
+
+    # -- resume ---------------------------------------------------------------------------
+    def replay(self) -> list[tuple[Candidate, str]]:
+        """Rebuild the strategy from the store; returns the asked-but-unfinished candidates."""
+        stored = self.store.list_candidates(self.run_id)
+        by_number = iter(stored)
+        tells = [s.state for s in self.store.list_snapshots(self.run_id)]
+        results = _final_results(self.store, self.run_id)
+        open_: dict[str, tuple[Candidate, str]] = {}
+
+        def ask_one() -> None:
+            (cand,) = self.strategy.ask(1)
+            self._asked += 1
+            recipe = self.space.decode(cand.genome)
+            known = self.store.find_candidate_by_hash(self.run_id, recipe.hash)
+            if known is not None and known.id in self._ids.values():
+                self._ids[cand.id] = known.id  # a duplicate ask, told from cache in the live loop
+                open_[cand.id] = (cand, known.id)
+                return
+            record = next(by_number, None)
+            if record is None or record.recipe_hash != recipe.hash:
+                raise RuntimeError(f"resume of run {self.run_id}: the strategy no longer reproduces "
+                                   f"candidate {record.id if record else self._asked}; was the config changed?")
+            self._ids[cand.id] = record.id
+            open_[cand.id] = (cand, record.id)
+
+        for entry in tells:
+            while self._asked < entry["asked"]:
+                ask_one()
+            strategy_id = entry["strategy_id"]
+            cand, store_id = open_.pop(strategy_id)
+            result = results.get(store_id) or Result(fitness=None, samples=None, failed=True)
+            self.strategy.tell(cand.id, result)
+            self._results[store_id] = result
+            self._told += 1
+        for record in by_number:  # asked after the last tell: they were in flight
+            ask_one_for = self.strategy.ask(1)[0]
+            self._asked += 1
+            if self.space.decode(ask_one_for.genome).hash != record.recipe_hash:
+                raise RuntimeError(f"resume of run {self.run_id}: candidate {record.id} is not reproduced")
+            self._ids[ask_one_for.id] = record.id
+            open_[ask_one_for.id] = (ask_one_for, record.id)
+        self.stats.evaluations = sum(1 for r in self._results.values() if not r.failed)
+        finite = [r.fitness for r in self._results.values() if r.fitness is not None and not r.failed]
+        self.stats.best_fitness = max(finite, default=-math.inf)
+        return list(open_.values())
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self, pending: list[tuple[Candidate, str]] | None = None) -> LoopStats:
+        queue = list(pending or [])
+        inflight: dict[Any, _InFlight] = {}
+        retries: dict[str, int] = {}
+        start = time.monotonic()
+        self.stats.workers = self.pool.size
+        last_beat = 0.0
+        with _progress(self.progress, self.max_evaluations) as bar:
+            task = bar.add_task("searching", total=self.max_evaluations, completed=self._told)
+            while True:
+                out_of_budget = self._budget_spent(start, len(inflight))
+                # Fill every idle worker: a retry first, then what resume re-dispatches, then new asks.
+                while not out_of_budget and self.pool.idle():
+                    item = queue.pop(0) if queue else self._ask()
+                    if item is None:
+                        break
+                    cand, store_id = item
+                    worker = self.pool.idle()[0]
+                    evaluation_id = self.store.start_evaluation(store_id, worker=f"worker-{worker}")
+                    recipe = self.store.get_candidate(store_id).recipe
+                    ref = self.pool.submit(worker, recipe)
+                    self._running.add(store_id)
+                    inflight[ref] = _InFlight(cand, store_id, evaluation_id, worker, time.monotonic(),
+                                              attempt=retries.get(store_id, 0) + 1)
+                    out_of_budget = self._budget_spent(start, len(inflight))
+                if not inflight:
+                    break
+                now = time.monotonic()
+                if now - last_beat > HEARTBEAT_SECONDS:
+                    self.store.heartbeat_run(self.run_id)
+                    for job in inflight.values():
+                        self.store.heartbeat_evaluation(job.evaluation_id)
+                    last_beat = now
+                for ref, outcome in self.pool.wait(list(inflight), timeout=HEARTBEAT_SECONDS):
+                    job = inflight.pop(ref)
+                    self.stats.busy_seconds += time.monotonic() - job.started
+                    if isinstance(outcome, WorkerLost):
+                        self.store.fail_evaluation(job.evaluation_id, f"worker lost: {outcome.reason}")
+                        self.pool.replace(job.worker)
+                        retries[job.store_id] = retries.get(job.store_id, 0) + 1
+                        if retries[job.store_id] <= self.max_retries:
+                            self.stats.retries += 1
+                            queue.insert(0, (job.candidate, job.store_id))
+                        else:
+                            self._running.discard(job.store_id)
+                            self.stats.failures += 1
+                            self._tell(job.candidate, job.store_id, Result(fitness=None, samples=None, failed=True))
+                        continue
+                    self.pool.release(job.worker)
+                    self._running.discard(job.store_id)
+                    self._record(job, outcome)
+                    for twin in self._waiting.pop(job.store_id, []):
+                        self._tell(twin, job.store_id, self._results[job.store_id])
+                    bar.update(task, completed=self._told,
+                               description=f"searching · best {self.stats.best_fitness:.3f}")
+        self.stats.wall_seconds = time.monotonic() - start
+        return self.stats
+
+    def _budget_spent(self, start: float, inflight: int) -> bool:
+        if self.max_evaluations is not None and self._told + inflight >= self.max_evaluations:
+            return True
+        return self.max_seconds is not None and time.monotonic() - start >= self.max_seconds
+
+    def _ask(self) -> tuple[Candidate, str] | None:
+        """Ask for one candidate; duplicates of finished recipes are told from cache at once."""
+        while True:
+            asked = self.strategy.ask(1)
+            if not asked:
+                return None
+            cand = asked[0]
+            self._asked += 1
+            recipe = self.space.decode(cand.genome)
+            parents = tuple(self._ids[p] for p in cand.parents if p in self._ids)
+            record = self.store.add_candidate(self.run_id, cand.genome, recipe, parents=parents,
+                                              generation=int(cand.info.get("generation", 0)),
+                                              strategy_info={"strategy_id": cand.id, **cand.info})
+            self._ids[cand.id] = record.id
+            cached = self._results.get(record.id)
+            if cached is not None:
+                self._tell(cand, record.id, cached)
+            elif record.id in self._running:
+                self._waiting.setdefault(record.id, []).append(cand)
+            else:
+                return cand, record.id
+
+    def _record(self, job: _InFlight, outcome: dict) -> None:
+        if outcome["status"] == "ok":
+            self.store.finish_evaluation(
+                job.evaluation_id, outcome["fitness"], metrics=outcome["metrics"], samples=outcome["samples"],
+                timings={"merge_seconds": outcome["merge_seconds"], "eval_seconds": outcome["eval_seconds"]},
+                scores=outcome.get("scores"))
+            result = Result(fitness=outcome["fitness"], samples=outcome["samples"].get("validation"), failed=False)
+            self.stats.evaluations += 1
+            self.stats.best_fitness = max(self.stats.best_fitness, outcome["fitness"])
+        else:
+            self.store.fail_evaluation(job.evaluation_id, outcome["error"])
+            result = Result(fitness=None, samples=None, failed=True)
+            self.stats.failures += 1
+        self._tell(job.candidate, job.store_id, result)
+
+    def _tell(self, cand: Candidate, store_id: str, result: Result) -> None:
+        self.strategy.tell(cand.id, result)
+        self._results[store_id] = result
+        self._told += 1
+        self.store.save_snapshot(self.run_id, {"asked": self._asked, "strategy_id": cand.id,
+                                               "candidate": store_id, "told": self._told})
+
+
+def _final_results(store: Store, run_id: str) -> dict[str, Result]:
+    """The last finished evaluation of each candidate, as the strategy was told it."""
+    out: dict[str, Result] = {}
+    for ev in store.list_evaluations(run_id):
+        if ev.status == EvaluationStatus.COMPLETE:
+            samples = store.get_samples(ev.id, "validation")
+            out[ev.candidate_id] = Result(fitness=ev.fitness, samples=samples or None, failed=False)
+        elif ev.status == EvaluationStatus.FAILED and not (ev.error or "").startswith("worker lost:"):
+            out.setdefault(ev.candidate_id, Result(fitness=None, samples=None, failed=True))
+    return out
+
+
+def _progress(enabled: bool, total: int | None) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), disable=not enabled)
+

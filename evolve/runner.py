@@ -1,0 +1,109 @@
+"""Start or resume a search run: config → store rows, search space, strategy, worker pool, loop."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evolve.config import RunConfig
+from evolve.loop import LoopStats, SearchLoop
+from evolve.pool import WorkerPool, WorkerSpec, connect
+from evolve.store import Store
+from evolve.store.records import RunStatus
+from evolve.strategies.registry import make_strategy
+from search_spaces.errors import UserError
+from search_spaces.parameter_space import ParameterSpace
+
+SCORER_FACTORY = "workers.candidate_scorer:CandidateScorer"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: str
+    stats: LoopStats
+
+
+def resolve_model(ref: str) -> str:
+    """A model directory path; ``zoo:NAME`` names a model of the embedded zoo (built if absent)."""
+    if ref.startswith("zoo:"):
+        from workers.zoo import build_zoo
+
+        path = Path(build_zoo(progress=True).models[ref.removeprefix("zoo:")]) if ref != "zoo:" else None
+        if path is None:
+            raise UserError(f"models: '{ref}' names no zoo model")
+        return str(path)
+    path = Path(ref).expanduser()
+    if not path.is_dir():
+        raise UserError(f"models: '{ref}' is not a model directory")
+    return str(path.resolve())
+
+
+def build_space(config: RunConfig, seed: int) -> ParameterSpace:
+    space = config.space
+    return ParameterSpace(
+        method=space.method,
+        base_model=resolve_model(config.models.base),
+        models=tuple(resolve_model(m) for m in config.models.sources),
+        groups=space.groups,
+        kinds=tuple(space.kinds),
+        bounds={k: tuple(v) for k, v in space.search.items()},
+        fixed=dict(space.fixed),
+        fixed_per_model=dict(space.fixed_per_model),
+        dtype=space.dtype,
+        seed=seed,
+    )
+
+
+def scorer_kwargs(config: RunConfig, space: ParameterSpace) -> dict[str, Any]:
+    """Plain data the worker actors build their scorer from (nothing here is a live object)."""
+    return {
+        "models": [space.base_model, *space.models],
+        "tasks": [t.model_dump() for t in config.tasks],
+        "evaluation": config.evaluation.model_dump(),
+    }
+
+
+def execute(store: Store, run_id: str, config: RunConfig, *, resume: bool, progress: bool = True) -> RunOutcome:
+    space = build_space(config, seed=config.strategy.seed)
+    strategy = make_strategy(config.strategy.name, space.dimension, config.strategy.seed, **config.strategy.settings)
+    connect(config.resources.address, num_cpus=None)
+    spec = WorkerSpec(SCORER_FACTORY, scorer_kwargs(config, space),
+                      num_cpus=config.resources.cpus_per_worker, num_gpus=config.resources.gpus_per_worker)
+    pool = WorkerPool(config.resources.workers, spec)
+    max_seconds = config.budget.max_minutes * 60 if config.budget.max_minutes else None
+    loop = SearchLoop(store, run_id, space, strategy, pool, config.budget.max_evaluations, max_seconds,
+                      max_retries=config.resources.max_retries, progress=progress)
+    try:
+        pending = []
+        if resume:
+            stale = store.fail_stale_evaluations(run_id, grace_seconds=1e-3)
+            del stale  # every RUNNING evaluation of a dead driver is re-dispatched below
+            pending = loop.replay()
+        store.set_run_status(run_id, RunStatus.RUNNING)
+        stats = loop.run(pending)
+        store.set_run_status(run_id, RunStatus.FINISHED)
+    except KeyboardInterrupt:
+        store.set_run_status(run_id, RunStatus.INTERRUPTED)
+        raise
+    finally:
+        pool.shutdown()
+    return RunOutcome(run_id, stats)
+
+
+def start(store: Store, config: RunConfig, *, progress: bool = True) -> RunOutcome:
+    run = store.create_run(config.name, config.model_dump(mode="json"), seed=config.strategy.seed)
+    return execute(store, run.id, config, resume=False, progress=progress)
+
+
+def resume(store: Store, run_id: str, *, progress: bool = True) -> RunOutcome:
+    run = store.get_run(run_id)
+    config = RunConfig.model_validate(run.config)
+    if run.status == RunStatus.FINISHED:
+        raise UserError(f"run {run_id} already finished")
+    return execute(store, run_id, config, resume=True, progress=progress)
+
+
+def best_fitness(stats: LoopStats) -> float:
+    return stats.best_fitness if math.isfinite(stats.best_fitness) else float("nan")

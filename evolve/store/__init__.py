@@ -1,0 +1,67 @@
+"""SQL store of search runs: runs, candidates, evaluations and strategy snapshots.
+
+    from evolve.store import Store, default_store_url
+
+    store = Store(default_store_url())          # sqlite:///runs/evolve.db unless $EVOLVE_STORE
+    run = store.create_run("demo", config)
+    cand = store.add_candidate(run.id, genome, recipe)
+    eid = store.start_evaluation(cand.id, worker="gpu-0")
+    store.finish_evaluation(eid, fitness, metrics, samples, timings)
+
+URLs: `sqlite:///path.db`, `sqlite://` (in memory), `postgresql+psycopg://user:pw@host/db`.
+The invariants are documented on `Store`. This package never imports torch.
+"""
+
+from evolve.store.errors import (
+    EvaluationStateError,
+    FinishedEvaluationError,
+    NotFoundError,
+    SchemaVersionError,
+    StoreConfigError,
+    StoreError,
+)
+from evolve.store.records import (
+    CandidateRecord,
+    EvaluationRecord,
+    EvaluationStatus,
+    LeaderboardEntry,
+    RunRecord,
+    RunStatus,
+    SnapshotRecord,
+    Timings,
+)
+from evolve.store.store import (
+    DEFAULT_URL,
+    ENV_VAR,
+    EvaluationHeartbeat,
+    Store,
+    default_store_url,
+    head_revision,
+    recipe_hash_of,
+    upgrade_schema,
+)
+
+__all__ = [
+    "DEFAULT_URL",
+    "ENV_VAR",
+    "CandidateRecord",
+    "EvaluationHeartbeat",
+    "EvaluationRecord",
+    "EvaluationStateError",
+    "EvaluationStatus",
+    "FinishedEvaluationError",
+    "LeaderboardEntry",
+    "NotFoundError",
+    "RunRecord",
+    "RunStatus",
+    "SchemaVersionError",
+    "SnapshotRecord",
+    "Store",
+    "StoreConfigError",
+    "StoreError",
+    "Timings",
+    "default_store_url",
+    "head_revision",
+    "recipe_hash_of",
+    "upgrade_schema",
+]

@@ -1,0 +1,1087 @@
+"""The SQL store of search runs: runs, candidates, evaluations, strategy snapshots.
+
+One class, `Store`, over SQLAlchemy, for SQLite (a file, or in memory) and PostgreSQL.
+Its invariants are listed in its docstring; `tests/evolve/test_store.py` is the contract
+suite that checks them on every backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from evolve.store.errors import (
+    EvaluationStateError,
+    FinishedEvaluationError,
+    NotFoundError,
+    SchemaVersionError,
+    StoreConfigError,
+    StoreError,
+)
+from evolve.store.models import (
+    Base,
+    CandidateModel,
+    EvaluationModel,
+    RunModel,
+    SampleScoresModel,
+    SnapshotModel,
+    decode_float,
+    encode_float,
+    seconds_since,
+    to_json_data,
+    utcnow,
+)
+from evolve.store.records import (
+    CandidateRecord,
+    EvaluationRecord,
+    EvaluationStatus,
+    LeaderboardEntry,
+    RunRecord,
+    RunStatus,
+    SnapshotRecord,
+    Timings,
+)
+
+_log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+ENV_VAR = "EVOLVE_STORE"
+DEFAULT_URL = "sqlite:///runs/evolve.db"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+UPGRADE_COMMAND = "python -m evolve.store upgrade"
+
+_MAX_ERROR_CHARS = 20_000  # keep the tail of long tracebacks
+_SCHEMA_LOCK_KEY = zlib.crc32(b"evolve.store.schema")  # PostgreSQL advisory lock id
+_WRITE = "evolve_store_write"  # execution option: open the SQLite transaction IMMEDIATE
+
+_S = EvaluationStatus
+
+
+def default_store_url() -> str:
+    """`$EVOLVE_STORE` if set, else `sqlite:///runs/evolve.db` (relative to the working
+    directory)."""
+    return os.environ.get(ENV_VAR) or DEFAULT_URL
+
+
+def recipe_hash_of(recipe: Mapping[str, Any]) -> str:
+    """Hash of a recipe's canonical JSON; the same scheme as `search_spaces.Recipe.hash`."""
+    text = json.dumps(to_json_data(recipe, "recipe"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# -- engine and schema --------------------------------------------------------------------
+
+
+def _parse_url(url: str) -> sa.URL:
+    try:
+        parsed = sa.make_url(url)
+    except ArgumentError as exc:
+        raise StoreConfigError(
+            f"store URL {url!r} is not a database URL; expected e.g. 'sqlite:///runs/evolve.db' "
+            "or 'postgresql+psycopg://user:pass@host/db'"
+        ) from exc
+    if parsed.drivername in ("postgresql", "postgres"):
+        # psycopg (3) is the driver this project installs; SQLAlchemy's default is psycopg2.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise StoreConfigError(
+            f"store URL {_display(parsed)!r}: unsupported database "
+            f"{parsed.get_backend_name()!r}; use sqlite or postgresql"
+        )
+    return parsed
+
+
+def _display(url: sa.URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def _is_memory_sqlite(url: sa.URL) -> bool:
+    if url.get_backend_name() != "sqlite":
+        return False
+    database = url.database or ""
+    return database in ("", ":memory:") or url.query.get("mode") == "memory"
+
+
+def _json_dumps(value: Any) -> str:
+    # Non-finite floats were tagged by JSONValue already; anything left is a bug.
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+
+def _make_engine(url: sa.URL, busy_timeout: float) -> sa.Engine:
+    if url.get_backend_name() == "postgresql":
+        return sa.create_engine(url, pool_pre_ping=True, json_serializer=_json_dumps)
+
+    memory = _is_memory_sqlite(url)
+    kwargs: dict[str, Any] = {
+        "json_serializer": _json_dumps,
+        "connect_args": {"check_same_thread": False, "timeout": busy_timeout},
+    }
+    if memory:
+        # One shared connection, so every thread sees the same in-memory database.
+        kwargs["poolclass"] = StaticPool
+    elif url.database and not url.database.startswith("file:"):
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, **kwargs)
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take over transaction control from the sqlite3 module (SQLAlchemy's documented
+        # recipe), so that writes can BEGIN IMMEDIATE and DDL is transactional.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if not memory:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        # A write takes the write lock up front: waiting in BEGIN honours busy_timeout,
+        # whereas upgrading a read transaction later fails at once with "locked".
+        immediate = connection.get_execution_options().get(_WRITE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _alembic_config(connection: sa.Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The schema revision this version of the code needs."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def _known_revisions() -> set[str]:
+    return {script.revision for script in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
+
+
+def _is_retryable(exc: BaseException | None) -> bool:
+    """Lock timeouts, deadlocks and serialization failures: the transaction can be rerun."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in ("40001", "40P01", "55P03"):
+        return True
+    message = str(orig).lower()
+    return "database is locked" in message or "database is busy" in message or (
+        "database table is locked" in message
+    )
+
+
+# -- the store ----------------------------------------------------------------------------
+
+
+class Store:
+    """Persistent record of search runs, shared by the driver, the workers and the UI.
+
+    Invariants (checked by the contract tests on every backend):
+
+    - Thread- and process-safe. Several processes, and several runs, may share one
+      database. Every public method is one transaction; a write that meets a lock timeout
+      or a deadlock is rerun whole, up to `max_retries` times with jittered back-off.
+    - Callers get frozen records (`records.py`), never ORM rows, and JSON fields are
+      fresh copies. Floats round-trip exactly, including +-inf and NaN.
+    - Timestamps come from the database clock (naive UTC), never from the caller's.
+    - Within a run, a recipe hash appears once: `add_candidate` with a known hash returns
+      the existing candidate, so identical recipes are never scored twice. Candidates are
+      numbered 0, 1, 2, ... in the order they were added (`CandidateRecord.number`).
+    - A candidate has at most one RUNNING and at most one COMPLETE evaluation, never both;
+      `start_evaluation` refuses otherwise.
+    - Finished evaluations (COMPLETE, FAILED, STALE) are immutable: finishing, failing or
+      heartbeating them raises `FinishedEvaluationError`. A worker whose evaluation was
+      declared STALE learns it from its next heartbeat and should stop.
+    - `fail_stale_evaluations` only moves RUNNING evaluations whose last heartbeat is
+      older than the grace period, with a conditional update, so it is safe to race with
+      a late `finish_evaluation`: exactly one of them wins. Keep the grace period well
+      above the heartbeat interval (e.g. 4x) so live evaluations are never failed.
+    - Strategy snapshots are JSON (never pickle), numbered 1, 2, 3, ... per run.
+    - Higher fitness is better. Leaderboards rank by a split's score, NaN last.
+    - The schema is managed by Alembic. A new, empty database is created at the head
+      revision on open; an older schema raises `SchemaVersionError` naming the upgrade
+      command (or is upgraded when `upgrade=True`), and a newer one always raises.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        upgrade: bool = False,
+        busy_timeout: float = 30.0,
+        max_retries: int = 8,
+    ) -> None:
+        self._url = _parse_url(url if url is not None else default_store_url())
+        self.url = _display(self._url)
+        self._is_sqlite = self._url.get_backend_name() == "sqlite"
+        self._max_retries = max_retries
+        self._engine = _make_engine(self._url, busy_timeout)
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        # The in-memory database is one shared connection: serialize its transactions.
+        self._lock: Any = threading.RLock() if _is_memory_sqlite(self._url) else nullcontext()
+        try:
+            self._retrying(lambda: self._ensure_schema(upgrade))
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the connection pool. An in-memory database is gone afterwards."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    @contextmanager
+    def _session(self, *, write: bool) -> Iterator[Session]:
+        """The one place that opens, commits, rolls back and closes database sessions.
+
+        Driver errors (`SQLAlchemyError`) leave as `StoreError`, with the original as
+        `__cause__`; the store's own errors pass through after the rollback.
+        """
+        with self._lock:
+            session = self._sessions()
+            try:
+                if write:
+                    session.connection(execution_options={_WRITE: True})
+                yield session
+                session.commit()
+            except SQLAlchemyError as exc:
+                _safe_rollback(session)
+                orig = getattr(exc, "orig", None) or exc
+                raise StoreError(f"{self.url}: {type(orig).__name__}: {orig}".strip()) from exc
+            except BaseException:
+                _safe_rollback(session)
+                raise
+            finally:
+                session.close()
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        delay = 0.02
+        for tries in range(self._max_retries + 1):
+            try:
+                return attempt()
+            except StoreError as exc:
+                if tries == self._max_retries or not _is_retryable(exc.__cause__):
+                    raise
+                _log.debug("store busy (%s); retrying in up to %.2fs", exc, delay)
+                time.sleep(random.uniform(0.5 * delay, delay))
+                delay = min(2 * delay, 1.0)
+        raise AssertionError("unreachable")
+
+    def _write(self, work: Callable[[Session], T]) -> T:
+        def attempt() -> T:
+            with self._session(write=True) as session:
+                return work(session)
+
+        return self._retrying(attempt)
+
+    def _read(self, work: Callable[[Session], T]) -> T:
+        def attempt() -> T:
+            with self._session(write=False) as session:
+                return work(session)
+
+        return self._retrying(attempt)
+
+    def _ensure_schema(self, upgrade: bool) -> None:
+        head = head_revision()
+        try:
+            with self._lock, self._engine.connect() as raw:
+                connection = raw.execution_options(**{_WRITE: True})
+                with connection.begin():
+                    if not self._is_sqlite:
+                        # Two processes opening a fresh database must not both create it.
+                        connection.execute(
+                            sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY}
+                        )
+                    current = MigrationContext.configure(connection).get_current_heads()
+                    if not current:
+                        existing = set(sa.inspect(connection).get_table_names())
+                        if existing & set(Base.metadata.tables):
+                            raise SchemaVersionError(
+                                f"{self.url}: has store tables but no alembic_version table, so "
+                                "it was not created by evolve.store; use a fresh database"
+                            )
+                        command.upgrade(_alembic_config(connection), "head")
+                        return
+                    if tuple(current) == (head,):
+                        return
+                    unknown = sorted(set(current) - _known_revisions())
+                    if unknown:
+                        raise SchemaVersionError(
+                            f"{self.url}: schema revision {', '.join(unknown)} is unknown to this "
+                            f"version of evolve-merge (which needs {head}); it was written by a "
+                            "newer version: upgrade the evolve-merge package"
+                        )
+                    if not upgrade:
+                        raise SchemaVersionError(
+                            f"{self.url}: schema revision {', '.join(current)} is older than "
+                            f"{head}, which this version of evolve-merge needs. Back up the "
+                            f"database, then run: {UPGRADE_COMMAND} '{self.url}'"
+                        )
+                    _log.info("upgrading %s from %s to %s", self.url, current, head)
+                    command.upgrade(_alembic_config(connection), "head")
+        except SQLAlchemyError as exc:
+            orig = getattr(exc, "orig", None) or exc
+            raise StoreError(f"{self.url}: {type(orig).__name__}: {orig}") from exc
+
+    def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at."""
+
+        def work(session: Session) -> str | None:
+            return MigrationContext.configure(session.connection()).get_current_revision()
+
+        return self._read(work)
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        name: str,
+        config: Mapping[str, Any] | None = None,
+        *,
+        seed: int | None = None,
+        run_id: str | None = None,
+    ) -> RunRecord:
+        """Start a RUNNING run. Without a seed, a random one is drawn and persisted, so every
+        run can be replayed."""
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("run name must be a non-empty string")
+        config_data = to_json_data(dict(config or {}), "config")
+        seed = secrets.randbits(31) if seed is None else int(seed)
+        run_id = run_id or f"r-{secrets.token_hex(4)}"
+
+        def work(session: Session) -> RunRecord:
+            if session.get(RunModel, run_id) is not None:
+                raise StoreError(f"run {run_id!r} already exists")
+            row = RunModel(
+                id=run_id,
+                name=name,
+                config=config_data,
+                status=RunStatus.RUNNING.value,
+                seed=seed,
+                heartbeat_at=utcnow(),
+            )
+            session.add(row)
+            session.flush()
+            session.refresh(row)
+            return _run_record(row)
+
+        return self._write(work)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        return self._read(lambda s: _run_record(RunModel.find_or_raise(s, run_id)))
+
+    def list_runs(self, status: RunStatus | str | None = None) -> list[RunRecord]:
+        """Runs, oldest first."""
+        query = sa.select(RunModel).order_by(RunModel.created_at, RunModel.id)
+        if status is not None:
+            query = query.where(RunModel.status == RunStatus(status).value)
+        return self._read(lambda s: [_run_record(row) for row in s.scalars(query)])
+
+    def set_run_status(self, run_id: str, status: RunStatus | str) -> RunRecord:
+        """Any transition is allowed: `resume` sets an INTERRUPTED or FAILED run back to
+        RUNNING."""
+        status = RunStatus(status)
+
+        def work(session: Session) -> RunRecord:
+            row = RunModel.find_or_raise(session, run_id, for_update=True)
+            row.status = status.value
+            row.updated_at = utcnow()
+            session.flush()
+            session.refresh(row)
+            return _run_record(row)
+
+        return self._write(work)
+
+    def heartbeat_run(self, run_id: str) -> None:
+        """Record that the run's driver is alive (database clock)."""
+
+        def work(session: Session) -> None:
+            result = session.execute(
+                sa.update(RunModel)
+                .where(RunModel.id == run_id)
+                .values(heartbeat_at=utcnow(), updated_at=RunModel.updated_at)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"run {run_id!r} is not in the store")
+
+        self._write(work)
+
+    # -- candidates ---------------------------------------------------------------------
+
+    def add_candidate(
+        self,
+        run_id: str,
+        genome: Sequence[float],
+        recipe: Mapping[str, Any] | Any,
+        *,
+        recipe_hash: str | None = None,
+        parents: Iterable[str] = (),
+        generation: int = 0,
+        strategy_info: Mapping[str, Any] | None = None,
+    ) -> CandidateRecord:
+        """Record a proposed candidate, or return the run's existing candidate with the same
+        recipe hash (unchanged: its genome, parents and generation are kept).
+
+        `recipe` is a JSON mapping or an object with `to_dict()` (a `search_spaces.Recipe`);
+        its hash defaults to the object's `hash`, else to `recipe_hash_of(recipe)`. Parents
+        are candidate ids (of any run) and must exist.
+        """
+        recipe_data, recipe_hash = _recipe_and_hash(recipe, recipe_hash)
+        genome_data = tuple(float(x) for x in _to_list(genome, "genome"))
+        parent_ids = tuple(parents)
+        if not all(isinstance(p, str) for p in parent_ids):
+            raise TypeError(f"parents must be candidate ids (strings), got {parent_ids!r}")
+        info = to_json_data(dict(strategy_info or {}), "strategy_info")
+        generation = int(generation)
+
+        def work(session: Session) -> CandidateRecord:
+            # Serialize additions per run (PostgreSQL), so `number` has no gaps or races.
+            # FOR NO KEY UPDATE still lets evaluations referencing the run be inserted.
+            RunModel.find_or_raise(session, run_id, for_update=True, key_share=True)
+            existing = _find_by_hash(session, run_id, recipe_hash)
+            if existing is not None:
+                return _candidate_record(existing)
+            if parent_ids:
+                found = set(
+                    session.scalars(
+                        sa.select(CandidateModel.id).where(CandidateModel.id.in_(parent_ids))
+                    )
+                )
+                missing = [p for p in parent_ids if p not in found]
+                if missing:
+                    raise NotFoundError(f"parent candidates {missing} are not in the store")
+            number = session.scalar(
+                sa.select(sa.func.coalesce(sa.func.max(CandidateModel.number), -1)).where(
+                    CandidateModel.run_id == run_id
+                )
+            )
+            row = CandidateModel(
+                id=f"c-{secrets.token_hex(6)}",
+                run_id=run_id,
+                number=int(number) + 1,
+                generation=generation,
+                genome=list(genome_data),
+                recipe=recipe_data,
+                recipe_hash=recipe_hash,
+                parents=list(parent_ids),
+                strategy_info=info,
+            )
+            session.add(row)
+            session.flush()
+            session.refresh(row)
+            return _candidate_record(row)
+
+        return self._write(work)
+
+    def get_candidate(self, candidate_id: str) -> CandidateRecord:
+        return self._read(lambda s: _candidate_record(CandidateModel.find_or_raise(s, candidate_id)))
+
+    def find_candidate_by_hash(self, run_id: str, recipe_hash: str) -> CandidateRecord | None:
+        def work(session: Session) -> CandidateRecord | None:
+            row = _find_by_hash(session, run_id, recipe_hash)
+            return None if row is None else _candidate_record(row)
+
+        return self._read(work)
+
+    def list_candidates(self, run_id: str, *, generation: int | None = None) -> list[CandidateRecord]:
+        """The run's candidates in the order they were added."""
+        query = (
+            sa.select(CandidateModel)
+            .where(CandidateModel.run_id == run_id)
+            .order_by(CandidateModel.number)
+        )
+        if generation is not None:
+            query = query.where(CandidateModel.generation == int(generation))
+        return self._read(lambda s: [_candidate_record(row) for row in s.scalars(query)])
+
+    # -- evaluations --------------------------------------------------------------------
+
+    def queue_evaluation(self, candidate_id: str) -> int:
+        """Create a PENDING evaluation (no worker yet) and return its id; an already
+        PENDING one is returned as is. `start_evaluation` claims it."""
+
+        def work(session: Session) -> int:
+            candidate = CandidateModel.find_or_raise(session, candidate_id, for_update=True)
+            siblings = _evaluations_of(session, candidate_id)
+            for row in siblings:
+                if row.status == _S.PENDING.value:
+                    return row.id
+            _check_can_start(candidate_id, siblings)
+            row = EvaluationModel(
+                candidate_id=candidate_id,
+                run_id=candidate.run_id,
+                status=_S.PENDING.value,
+                attempt=len(siblings) + 1,
+            )
+            session.add(row)
+            session.flush()
+            return row.id
+
+        return self._write(work)
+
+    def start_evaluation(self, candidate_id: str, worker: str, host: str | None = None) -> int:
+        """Mark the candidate as being scored by `worker` on `host` (default: this host)
+        and return the evaluation id. Claims a PENDING evaluation if there is one.
+
+        Raises `EvaluationStateError` if the candidate already has a RUNNING or COMPLETE
+        evaluation. A candidate whose evaluations FAILED or went STALE can be started
+        again; `attempt` counts the tries.
+        """
+        host = host if host is not None else socket.gethostname()
+
+        def work(session: Session) -> int:
+            candidate = CandidateModel.find_or_raise(session, candidate_id, for_update=True)
+            siblings = _evaluations_of(session, candidate_id)
+            _check_can_start(candidate_id, siblings)
+            pending = [row for row in siblings if row.status == _S.PENDING.value]
+            if pending:
+                row = pending[0]
+            else:
+                row = EvaluationModel(
+                    candidate_id=candidate_id, run_id=candidate.run_id, attempt=len(siblings) + 1
+                )
+                session.add(row)
+            row.status = _S.RUNNING.value
+            row.worker = str(worker)
+            row.host = str(host)
+            row.started_at = utcnow()
+            row.heartbeat_at = utcnow()
+            session.flush()
+            return row.id
+
+        return self._write(work)
+
+    def heartbeat_evaluation(self, evaluation_id: int) -> None:
+        """Record that the evaluation's worker is alive (database clock).
+
+        Raises `FinishedEvaluationError` if the evaluation is no longer RUNNING, e.g.
+        because it was declared STALE: the worker should give up on it.
+        """
+
+        def work(session: Session) -> None:
+            result = session.execute(
+                sa.update(EvaluationModel)
+                .where(EvaluationModel.id == evaluation_id, EvaluationModel.status == _S.RUNNING.value)
+                .values(heartbeat_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount == 0:
+                _check_updatable(EvaluationModel.find_or_raise(session, evaluation_id))
+
+        self._write(work)
+
+    def heartbeat(self, evaluation_id: int, interval_seconds: float = 30.0) -> EvaluationHeartbeat:
+        """A context manager whose background thread heartbeats `evaluation_id` every
+        `interval_seconds` until the block exits (see `EvaluationHeartbeat`)."""
+        return EvaluationHeartbeat(self, evaluation_id, interval_seconds)
+
+    def finish_evaluation(
+        self,
+        evaluation_id: int,
+        fitness: float,
+        metrics: Mapping[str, Mapping[str, Any]] | None = None,
+        samples: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+        timings: Timings | Mapping[str, Any] | None = None,
+        *,
+        scores: Mapping[str, float] | None = None,
+    ) -> EvaluationRecord:
+        """Record a RUNNING evaluation's result; it becomes COMPLETE and immutable.
+
+        - `fitness`: the search objective, higher is better; +-inf and NaN are kept.
+        - `metrics`: {split: {task: {metric: value}}}, e.g. {"validation": {...}, "test": {...}}.
+        - `samples`: per-sample scores, {split: {task: [score, ...]}}.
+        - `timings`: `Timings` or {"merge_seconds": s, "eval_seconds": s}.
+        - `scores`: one scalar per split, for leaderboards; `scores["validation"]` defaults
+          to `fitness`.
+        """
+        fitness = _as_float(fitness, "fitness")
+        metrics_data = _split_mapping(metrics, "metrics")
+        samples_data = _samples(samples)
+        timing = Timings.coerce(timings)
+        for name in ("merge_seconds", "eval_seconds"):
+            value = getattr(timing, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"timings.{name} must be a finite number >= 0, got {value!r}")
+        scores_data = {str(k): _as_float(v, f"scores[{k!r}]") for k, v in (scores or {}).items()}
+        scores_data.setdefault("validation", fitness)
+        value, kind = encode_float(fitness)
+
+        def work(session: Session) -> EvaluationRecord:
+            row = EvaluationModel.find_or_raise(session, evaluation_id, for_update=True)
+            _check_updatable(row)
+            row.status = _S.COMPLETE.value
+            row.fitness, row.fitness_kind = value, kind
+            row.scores = scores_data
+            row.metrics = metrics_data
+            row.merge_seconds = timing.merge_seconds
+            row.eval_seconds = timing.eval_seconds
+            row.finished_at = utcnow()
+            session.add_all(
+                SampleScoresModel(evaluation_id=evaluation_id, split=split, task=task, scores=values)
+                for split, tasks in samples_data.items()
+                for task, values in tasks.items()
+            )
+            session.flush()
+            session.refresh(row)
+            return _evaluation_record(row)
+
+        return self._write(work)
+
+    def fail_evaluation(self, evaluation_id: int, error: str) -> EvaluationRecord:
+        """A PENDING or RUNNING evaluation becomes FAILED (immutable), keeping `error`
+        (its last 20,000 characters)."""
+        error = str(error)
+        if len(error) > _MAX_ERROR_CHARS:
+            error = "...\n" + error[-_MAX_ERROR_CHARS:]
+
+        def work(session: Session) -> EvaluationRecord:
+            row = EvaluationModel.find_or_raise(session, evaluation_id, for_update=True)
+            if row.status != _S.PENDING.value:
+                _check_updatable(row)
+            row.status = _S.FAILED.value
+            row.error = error
+            row.finished_at = utcnow()
+            session.flush()
+            session.refresh(row)
+            return _evaluation_record(row)
+
+        return self._write(work)
+
+    def fail_stale_evaluations(self, run_id: str, grace_seconds: float) -> list[str]:
+        """Mark the run's RUNNING evaluations whose last heartbeat is more than
+        `grace_seconds` old (database clock) as STALE, and return their candidate ids so
+        the caller can re-queue them or tell the strategy. Safe to race with other callers
+        and with late finishes: each evaluation is moved by one conditional update."""
+        grace = float(grace_seconds)
+        if not grace > 0:
+            raise ValueError(f"grace_seconds must be > 0, got {grace_seconds!r}")
+        last_seen = sa.func.coalesce(
+            EvaluationModel.heartbeat_at, EvaluationModel.started_at, EvaluationModel.created_at
+        )
+        is_stale = sa.and_(
+            EvaluationModel.status == _S.RUNNING.value, seconds_since(last_seen) > grace
+        )
+
+        def work(session: Session) -> list[str]:
+            candidates = session.execute(
+                sa.select(EvaluationModel.id, EvaluationModel.candidate_id)
+                .where(EvaluationModel.run_id == run_id, is_stale)
+                .order_by(EvaluationModel.id)
+            ).all()
+            failed: list[str] = []
+            for evaluation_id, candidate_id in candidates:
+                result = session.execute(
+                    sa.update(EvaluationModel)
+                    .where(EvaluationModel.id == evaluation_id, is_stale)
+                    .values(
+                        status=_S.STALE.value,
+                        finished_at=utcnow(),
+                        error=f"no heartbeat for more than {grace:g} s",
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                if result.rowcount == 1 and candidate_id not in failed:
+                    failed.append(candidate_id)
+            return failed
+
+        return self._write(work)
+
+    def get_evaluation(self, evaluation_id: int) -> EvaluationRecord:
+        return self._read(
+            lambda s: _evaluation_record(EvaluationModel.find_or_raise(s, evaluation_id))
+        )
+
+    def list_evaluations(
+        self,
+        run_id: str,
+        status: EvaluationStatus | str | Iterable[EvaluationStatus | str] | None = None,
+        *,
+        candidate_id: str | None = None,
+    ) -> list[EvaluationRecord]:
+        """The run's evaluations in creation order, optionally filtered by status(es) and
+        candidate."""
+        query = (
+            sa.select(EvaluationModel)
+            .where(EvaluationModel.run_id == run_id)
+            .order_by(EvaluationModel.id)
+        )
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            query = query.where(EvaluationModel.status.in_([_S(s).value for s in statuses]))
+        if candidate_id is not None:
+            query = query.where(EvaluationModel.candidate_id == candidate_id)
+        return self._read(lambda s: [_evaluation_record(row) for row in s.scalars(query)])
+
+    def get_samples(self, evaluation_id: int, split: str = "validation") -> dict[str, list[float]]:
+        """Per-sample scores of one evaluation: {task: [score, ...]}."""
+
+        def work(session: Session) -> dict[str, list[float]]:
+            EvaluationModel.find_or_raise(session, evaluation_id)
+            rows = session.execute(
+                sa.select(SampleScoresModel.task, SampleScoresModel.scores)
+                .where(
+                    SampleScoresModel.evaluation_id == evaluation_id,
+                    SampleScoresModel.split == split,
+                )
+                .order_by(SampleScoresModel.task)
+            )
+            return {task: list(scores) for task, scores in rows}
+
+        return self._read(work)
+
+    def samples_by_candidate(
+        self, run_id: str, split: str = "validation"
+    ) -> dict[str, dict[str, list[float]]]:
+        """Per-sample scores of every COMPLETE evaluation of the run, in one query:
+        {candidate_id: {task: [score, ...]}} (what M2N2 needs for its whole archive)."""
+
+        def work(session: Session) -> dict[str, dict[str, list[float]]]:
+            rows = session.execute(
+                sa.select(EvaluationModel.candidate_id, SampleScoresModel.task, SampleScoresModel.scores)
+                .join(SampleScoresModel, SampleScoresModel.evaluation_id == EvaluationModel.id)
+                .where(
+                    EvaluationModel.run_id == run_id,
+                    EvaluationModel.status == _S.COMPLETE.value,
+                    SampleScoresModel.split == split,
+                )
+                .order_by(EvaluationModel.id, SampleScoresModel.task)
+            )
+            out: dict[str, dict[str, list[float]]] = {}
+            for candidate_id, task, scores in rows:
+                out.setdefault(candidate_id, {})[task] = list(scores)
+            return out
+
+        return self._read(work)
+
+    def leaderboard(
+        self, run_id: str, split: str = "validation", limit: int | None = None
+    ) -> list[LeaderboardEntry]:
+        """COMPLETE evaluations that have a score on `split`, best first: score descending,
+        NaN last, ties by finishing order. Each entry carries the candidate, the evaluation
+        and the split's metrics."""
+
+        def work(session: Session) -> list[LeaderboardEntry]:
+            rows = session.execute(
+                sa.select(EvaluationModel, CandidateModel)
+                .join(CandidateModel, CandidateModel.id == EvaluationModel.candidate_id)
+                .where(
+                    EvaluationModel.run_id == run_id,
+                    EvaluationModel.status == _S.COMPLETE.value,
+                )
+                .order_by(EvaluationModel.id)
+            ).all()
+            scored = []
+            for evaluation, candidate in rows:
+                score = (evaluation.scores or {}).get(split)
+                if score is not None:
+                    scored.append((float(score), evaluation, candidate))
+            scored.sort(key=lambda item: _rank_key(item[0]))  # stable: ties keep finish order
+            if limit is not None:
+                scored = scored[: max(int(limit), 0)]
+            return [
+                LeaderboardEntry(
+                    rank=rank,
+                    score=score,
+                    split=split,
+                    metrics=dict((evaluation.metrics or {}).get(split, {})),
+                    candidate=_candidate_record(candidate),
+                    evaluation=_evaluation_record(evaluation),
+                )
+                for rank, (score, evaluation, candidate) in enumerate(scored, start=1)
+            ]
+
+        return self._read(work)
+
+    # -- strategy snapshots ----------------------------------------------------------------
+
+    def save_snapshot(self, run_id: str, state: Mapping[str, Any]) -> SnapshotRecord:
+        """Append a JSON snapshot of the strategy's state; returns it with its sequence
+        number (1, 2, 3, ... per run)."""
+        state_data = to_json_data(dict(state), "state")
+
+        def work(session: Session) -> SnapshotRecord:
+            RunModel.find_or_raise(session, run_id, for_update=True, key_share=True)
+            last = session.scalar(
+                sa.select(sa.func.coalesce(sa.func.max(SnapshotModel.sequence), 0)).where(
+                    SnapshotModel.run_id == run_id
+                )
+            )
+            row = SnapshotModel(run_id=run_id, sequence=int(last) + 1, state=state_data)
+            session.add(row)
+            session.flush()
+            session.refresh(row)
+            return _snapshot_record(row)
+
+        return self._write(work)
+
+    def latest_snapshot(self, run_id: str) -> SnapshotRecord | None:
+        def work(session: Session) -> SnapshotRecord | None:
+            row = session.scalars(
+                sa.select(SnapshotModel)
+                .where(SnapshotModel.run_id == run_id)
+                .order_by(SnapshotModel.sequence.desc())
+                .limit(1)
+            ).one_or_none()
+            return None if row is None else _snapshot_record(row)
+
+        return self._read(work)
+
+    def list_snapshots(self, run_id: str) -> list[SnapshotRecord]:
+        query = (
+            sa.select(SnapshotModel)
+            .where(SnapshotModel.run_id == run_id)
+            .order_by(SnapshotModel.sequence)
+        )
+        return self._read(lambda s: [_snapshot_record(row) for row in s.scalars(query)])
+
+
+class EvaluationHeartbeat:
+    """Heartbeats one evaluation from a daemon thread while a block runs (optuna's
+    `HeartbeatThread`). If a heartbeat fails (e.g. the evaluation was declared STALE),
+    the thread stops and keeps the error in `.error`; the block is not interrupted.
+
+        with store.heartbeat(evaluation_id, interval_seconds=30) as beat:
+            ... score the candidate ...
+            if beat.error: ...  # it went STALE meanwhile
+    """
+
+    def __init__(self, store: Store, evaluation_id: int, interval_seconds: float) -> None:
+        if not interval_seconds > 0:
+            raise ValueError(f"interval_seconds must be > 0, got {interval_seconds!r}")
+        self._store = store
+        self._evaluation_id = evaluation_id
+        self._interval = float(interval_seconds)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: StoreError | None = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._store.heartbeat_evaluation(self._evaluation_id)
+            except StoreError as exc:
+                _log.warning("heartbeat of evaluation %s stopped: %s", self._evaluation_id, exc)
+                self.error = exc
+                return
+
+    def __enter__(self) -> EvaluationHeartbeat:
+        self._thread = threading.Thread(
+            target=self._loop, name=f"heartbeat-{self._evaluation_id}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def upgrade_schema(url: str | None = None) -> str:
+    """Bring the database at `url` to the head revision; returns that revision."""
+    with Store(url, upgrade=True) as store:
+        revision = store.schema_revision()
+    assert revision is not None
+    return revision
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _rank_key(score: float) -> tuple[bool, float]:
+    """Best first: descending score, +inf first, NaN after everything else."""
+    return (True, 0.0) if math.isnan(score) else (False, -score)
+
+
+def _safe_rollback(session: Session) -> None:
+    try:
+        session.rollback()
+    except SQLAlchemyError:  # the connection is already gone; closing discards it
+        _log.debug("rollback failed", exc_info=True)
+
+
+def _to_list(value: Any, where: str) -> list[Any]:
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, Iterable)):
+        raise TypeError(f"{where} must be a sequence of numbers, got {type(value).__name__}")
+    return list(value)
+
+
+def _as_float(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise TypeError(f"{where} must be a number, got {value!r}")
+    return float(value)
+
+
+def _recipe_and_hash(recipe: Any, recipe_hash: str | None) -> tuple[dict[str, Any], str]:
+    data = recipe.to_dict() if hasattr(recipe, "to_dict") else recipe
+    if not isinstance(data, Mapping):
+        raise TypeError(f"recipe must be a mapping or have to_dict(), got {type(recipe).__name__}")
+    data = to_json_data(dict(data), "recipe")
+    if recipe_hash is None:
+        own = getattr(recipe, "hash", None)
+        own = own() if callable(own) else own
+        recipe_hash = own if isinstance(own, str) else recipe_hash_of(data)
+    if not isinstance(recipe_hash, str) or not recipe_hash:
+        raise TypeError(f"recipe_hash must be a non-empty string, got {recipe_hash!r}")
+    return data, recipe_hash
+
+
+def _split_mapping(value: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+        raise TypeError(f"{where} must be {{split: {{task: ...}}}}, got {value!r:.200}")
+    return to_json_data(dict(value), where)
+
+
+def _samples(value: Mapping[str, Mapping[str, Sequence[float]]] | None) -> dict[str, dict[str, list[float]]]:
+    out: dict[str, dict[str, list[float]]] = {}
+    for split, tasks in _split_mapping(value, "samples").items():
+        out[split] = {}
+        for task, scores in tasks.items():
+            values = _to_list(scores, f"samples[{split!r}][{task!r}]")
+            out[split][task] = [_as_float(v, f"samples[{split!r}][{task!r}]") for v in values]
+    return out
+
+
+def _find_by_hash(session: Session, run_id: str, recipe_hash: str) -> CandidateModel | None:
+    return session.scalars(
+        sa.select(CandidateModel).where(
+            CandidateModel.run_id == run_id, CandidateModel.recipe_hash == recipe_hash
+        )
+    ).one_or_none()
+
+
+def _evaluations_of(session: Session, candidate_id: str) -> list[EvaluationModel]:
+    return list(
+        session.scalars(
+            sa.select(EvaluationModel)
+            .where(EvaluationModel.candidate_id == candidate_id)
+            .order_by(EvaluationModel.id)
+        )
+    )
+
+
+def _check_can_start(candidate_id: str, siblings: list[EvaluationModel]) -> None:
+    for row in siblings:
+        if row.status == _S.COMPLETE.value:
+            raise EvaluationStateError(
+                f"candidate {candidate_id} is already scored (evaluation {row.id}); "
+                "identical recipes are never scored twice"
+            )
+        if row.status == _S.RUNNING.value:
+            raise EvaluationStateError(
+                f"candidate {candidate_id} is already being evaluated "
+                f"(evaluation {row.id}, worker {row.worker} on {row.host})"
+            )
+
+
+def _check_updatable(row: EvaluationModel) -> None:
+    status = _S(row.status)
+    if status.is_finished:
+        raise FinishedEvaluationError(
+            f"evaluation {row.id} is {status.value} and can no longer change"
+        )
+    if status is not _S.RUNNING:
+        raise EvaluationStateError(
+            f"evaluation {row.id} is {status.value}; start_evaluation() it first"
+        )
+
+
+def _run_record(row: RunModel) -> RunRecord:
+    return RunRecord(
+        id=row.id,
+        name=row.name,
+        config=row.config,
+        status=RunStatus(row.status),
+        seed=int(row.seed),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        heartbeat_at=row.heartbeat_at,
+    )
+
+
+def _candidate_record(row: CandidateModel) -> CandidateRecord:
+    return CandidateRecord(
+        id=row.id,
+        run_id=row.run_id,
+        number=row.number,
+        generation=row.generation,
+        genome=tuple(float(x) for x in row.genome),
+        recipe=row.recipe,
+        recipe_hash=row.recipe_hash,
+        parents=tuple(row.parents),
+        strategy_info=row.strategy_info,
+        created_at=row.created_at,
+    )
+
+
+def _evaluation_record(row: EvaluationModel) -> EvaluationRecord:
+    return EvaluationRecord(
+        id=row.id,
+        run_id=row.run_id,
+        candidate_id=row.candidate_id,
+        status=_S(row.status),
+        attempt=row.attempt,
+        fitness=decode_float(row.fitness, row.fitness_kind),
+        scores={k: float(v) for k, v in (row.scores or {}).items()},
+        metrics=row.metrics or {},
+        merge_seconds=row.merge_seconds,
+        eval_seconds=row.eval_seconds,
+        worker=row.worker,
+        host=row.host,
+        error=row.error,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        heartbeat_at=row.heartbeat_at,
+    )
+
+
+def _snapshot_record(row: SnapshotModel) -> SnapshotRecord:
+    return SnapshotRecord(
+        run_id=row.run_id, sequence=row.sequence, state=row.state, created_at=row.created_at
+    )

@@ -1,0 +1,359 @@
+"""One ask/tell interface for every search strategy, with resume by replay.
+
+The public `Strategy.ask` / `Strategy.tell` do all validation and bookkeeping (as nevergrad's
+`Optimizer.ask`/`tell` do); algorithms implement only `_ask` (one proposal, or None for "not
+yet") and `_tell`. Invariants every strategy keeps:
+
+- ``ask(n)`` is exactly ``n`` successive ``ask(1)`` calls (stopping at the first "not yet"),
+  and an ``_ask`` that answers None changes no state. So a run is fully described by the
+  ordered log of single asks and tells, whatever batch sizes the driver used.
+- Candidate ids are the ask sequence number as a string ("0", "1", ...).
+- A failure (``Result.failed``, or a non-finite fitness) is always told to the algorithm,
+  with a penalty fitness (see `Strategy.penalty_fitness`), so CMA generations complete.
+- Identical seed + identical ask/tell sequence gives identical candidates.
+
+Resume is by replay, not by pickle: `Strategy.events` is that ordered log, JSON-friendly
+(``("ask", genome)`` and ``("tell", id, Result)``), and `Strategy.replay(events)` re-runs it on a
+fresh strategy built with the same seed and settings, checking that every re-asked genome
+equals the recorded one. Afterwards the strategy continues exactly as if never interrupted;
+candidates asked but never told are in `pending` (re-submit them, or tell them failed).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+GENOME_ATOL = 1e-12
+"""Replay tolerance between a re-asked genome and the recorded one (JSON keeps floats exact)."""
+
+
+class StrategyError(RuntimeError):
+    """Misuse of the ask/tell protocol, or a replay that does not reproduce its log."""
+
+
+class UnknownCandidateError(StrategyError, KeyError):
+    """`tell` for an id this strategy never asked."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class AlreadyToldError(StrategyError):
+    """`tell` twice for the same candidate."""
+
+
+class ReplayMismatchError(StrategyError):
+    """A replayed ask gave a different genome than the recorded one (different seed or settings)."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One proposal: a genome in [0, 1]^d, its lineage, and JSON-serialisable notes."""
+
+    id: str
+    genome: tuple[float, ...]
+    parents: tuple[str, ...] = ()
+    info: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def array(self) -> np.ndarray:
+        return np.asarray(self.genome, dtype=np.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "genome": list(self.genome), "parents": list(self.parents), "info": dict(self.info)}
+
+
+@dataclass(frozen=True)
+class Result:
+    """What scoring a candidate gave. Fitness: higher is better.
+
+    ``samples``: per-sample scores by task (M2N2 needs them; others ignore them).
+    ``failed``: the candidate could not be built or scored; ``error`` says why.
+    """
+
+    fitness: float | None = None
+    samples: Mapping[str, Sequence[float]] | None = field(default=None, hash=False, compare=True)
+    failed: bool = False
+    error: str | None = None
+
+    @classmethod
+    def success(cls, fitness: float, samples: Mapping[str, Sequence[float]] | None = None) -> Result:
+        return cls(fitness=float(fitness), samples=samples)
+
+    @classmethod
+    def failure(cls, error: str = "failed") -> Result:
+        return cls(fitness=None, samples=None, failed=True, error=error)
+
+    def normalized(self) -> Result:
+        """Validated copy: a non-finite fitness becomes a failure; a success needs a fitness."""
+        if self.failed:
+            return Result(None, None, True, self.error or "failed")
+        if self.fitness is None:
+            raise ValueError("Result: a result that did not fail needs a fitness (or use Result.failure(...))")
+        if isinstance(self.fitness, bool) or not isinstance(self.fitness, int | float | np.floating | np.integer):
+            raise ValueError(f"Result.fitness: must be a number, got {self.fitness!r}")
+        fitness = float(self.fitness)
+        if not math.isfinite(fitness):
+            return Result(None, None, True, f"non-finite fitness {fitness}")
+        samples = None
+        if self.samples is not None:
+            if not isinstance(self.samples, Mapping):
+                raise ValueError("Result.samples: must map task name to a list of per-sample scores")
+            samples = {}
+            for task, values in self.samples.items():
+                arr = np.asarray(values, dtype=np.float64)
+                if arr.ndim != 1:
+                    raise ValueError(f"Result.samples[{task!r}]: must be a flat list of numbers")
+                if not np.all(np.isfinite(arr)):
+                    return Result(None, None, True, f"non-finite per-sample score in task {task!r}")
+                samples[str(task)] = [float(v) for v in arr]
+        return Result(fitness, samples, False, None)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"fitness": self.fitness, "failed": self.failed}
+        if self.samples is not None:
+            out["samples"] = {k: list(v) for k, v in self.samples.items()}
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Result:
+        return cls(data.get("fitness"), data.get("samples"), bool(data.get("failed", False)), data.get("error"))
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What an algorithm's `_ask` returns; the base class turns it into a `Candidate`."""
+
+    genome: np.ndarray
+    parents: tuple[str, ...] = ()
+    info: Mapping[str, Any] = field(default_factory=dict)
+    handle: Any = None  # algorithm-private object to attach to the candidate id (see `_on_asked`)
+
+
+Event = tuple  # ("ask", genome) | ("ask", id, genome) | ("tell", id, Result | dict)
+
+
+def events_to_json(events: Iterable[Event]) -> list[list[Any]]:
+    """The event log as plain JSON data (results as `Result.to_dict`); `replay` accepts it."""
+    out: list[list[Any]] = []
+    for event in events:
+        if event[0] == "tell":
+            result = event[2].to_dict() if isinstance(event[2], Result) else dict(event[2])
+            out.append(["tell", str(event[1]), result])
+        else:
+            out.append(["ask", *[str(e) for e in event[1:-1]], [float(v) for v in event[-1]]])
+    return out
+
+
+class Strategy(ABC):
+    """Base class: validation, ids, bookkeeping, failure penalties, events and replay.
+
+    Subclasses set ``name`` and implement `_ask` and `_tell`; they may override `_state`
+    (extra snapshot fields) and `_check_result` (reject a result before any bookkeeping).
+    Every random draw must come from state seeded by ``seed`` (e.g. ``self.rng``).
+    """
+
+    name: ClassVar[str] = "strategy"
+
+    def __init__(self, dimension: int, seed: int = 0, *, failure_fitness: float | None = None) -> None:
+        if not isinstance(dimension, int) or isinstance(dimension, bool) or dimension < 1:
+            raise ValueError(f"{self.name}: dimension must be a positive integer, got {dimension!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"{self.name}: seed must be a non-negative integer, got {seed!r}")
+        if failure_fitness is not None and not math.isfinite(failure_fitness):
+            raise ValueError(f"{self.name}: failure_fitness must be finite, got {failure_fitness!r}")
+        self.dimension = dimension
+        self.seed = seed
+        self.failure_fitness = failure_fitness
+        self.rng = np.random.default_rng(seed)
+        self._candidates: dict[str, Candidate] = {}
+        self._results: dict[str, Result] = {}
+        self._pending: dict[str, Candidate] = {}  # insertion-ordered
+        self._events: list[Event] = []
+        self._best: tuple[float, str] | None = None
+        self._worst: float | None = None
+        self._num_failed = 0
+
+    # -- public protocol ----------------------------------------------------------------
+    def ask(self, n: int = 1) -> list[Candidate]:
+        """Up to ``n`` new candidates; fewer (even none) when the algorithm waits for results."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"ask: n must be a non-negative integer, got {n!r}")
+        out = []
+        for _ in range(n):
+            candidate = self._ask_one()
+            if candidate is None:
+                break
+            out.append(candidate)
+        return out
+
+    def tell(self, candidate_id: str, result: Result) -> None:
+        """Report ``result`` for a candidate asked earlier (any order, exactly once)."""
+        if not isinstance(result, Result):
+            raise TypeError(f"tell: expected a Result, got {type(result).__name__}")
+        if candidate_id not in self._candidates:
+            raise UnknownCandidateError(f"tell: candidate '{candidate_id}' was never asked by this {self.name} strategy")
+        if candidate_id in self._results:
+            raise AlreadyToldError(f"tell: candidate '{candidate_id}' was already told")
+        result = result.normalized()
+        if not result.failed:
+            self._check_result(result)
+        candidate = self._candidates[candidate_id]
+        fitness = self.penalty_fitness() if result.failed else result.fitness
+        # Bookkeeping first: if the algorithm raises below, the tell is still on record and
+        # replay will raise at the same point; that is a bug to fix, not a state to lose.
+        self._results[candidate_id] = result
+        del self._pending[candidate_id]
+        self._events.append(("tell", candidate_id, result))
+        if result.failed:
+            self._num_failed += 1
+        else:
+            if self._best is None or result.fitness > self._best[0]:
+                self._best = (result.fitness, candidate_id)
+            self._worst = result.fitness if self._worst is None else min(self._worst, result.fitness)
+        self._tell(candidate, result, fitness)
+
+    def penalty_fitness(self) -> float:
+        """The fitness a failure is told with: ``failure_fitness`` if set, else below the worst seen.
+
+        Adaptive default: ``worst - max(1, best - worst)`` over the successful fitnesses so far,
+        or -1.0 before any success (our fitnesses are mean accuracies in [0, 1]).
+        """
+        if self.failure_fitness is not None:
+            return float(self.failure_fitness)
+        if self._worst is None:
+            return -1.0
+        best = self._best[0]
+        return self._worst - max(1.0, best - self._worst)
+
+    # -- resume -------------------------------------------------------------------------
+    @property
+    def events(self) -> list[Event]:
+        """The ordered log: ``("ask", genome)`` per candidate asked, ``("tell", id, Result)``."""
+        return list(self._events)
+
+    def replay(self, events: Iterable[Event]) -> Strategy:
+        """Re-run a recorded ask/tell log on this fresh strategy; returns self.
+
+        Each ask event is one ``ask(1)``; its genome must equal the recorded one (to
+        ``GENOME_ATOL``), and an ask event may carry the id as ``("ask", id, genome)`` to check
+        that too. Results may be `Result` objects or their ``to_dict()`` form.
+        """
+        if self._candidates:
+            raise StrategyError("replay: needs a fresh strategy (this one has already asked candidates)")
+        for k, event in enumerate(events):
+            kind = event[0] if isinstance(event, Sequence) and event else None
+            if kind == "ask" and len(event) in (2, 3):
+                recorded = np.asarray(event[-1], dtype=np.float64)
+                got = self._ask_one()
+                if got is None:
+                    raise ReplayMismatchError(
+                        f"replay: event {k}: the strategy had no candidate to give where the log records "
+                        "one; was it built with the same name, seed and settings?"
+                    )
+                if len(event) == 3 and str(event[1]) != got.id:
+                    raise ReplayMismatchError(f"replay: event {k}: recorded id '{event[1]}', re-asked '{got.id}'")
+                if recorded.shape != got.array.shape or not np.allclose(got.array, recorded, rtol=0, atol=GENOME_ATOL):
+                    raise ReplayMismatchError(
+                        f"replay: event {k}: candidate '{got.id}' re-asked a different genome than recorded; "
+                        f"the strategy must be built with the same name, seed ({self.seed}) and settings "
+                        f"(recorded {recorded[:4].tolist()}..., got {list(got.genome[:4])}...)"
+                    )
+            elif kind == "tell" and len(event) == 3:
+                result = event[2]
+                if isinstance(result, Mapping):
+                    result = Result.from_dict(result)
+                self.tell(str(event[1]), result)
+            else:
+                raise StrategyError(f"replay: event {k}: expected ('ask', genome) or ('tell', id, result), got {event!r}")
+        return self
+
+    # -- introspection ------------------------------------------------------------------
+    @property
+    def pending(self) -> tuple[Candidate, ...]:
+        """Candidates asked and not yet told, oldest first."""
+        return tuple(self._pending.values())
+
+    @property
+    def num_asked(self) -> int:
+        return len(self._candidates)
+
+    @property
+    def num_told(self) -> int:
+        return len(self._results)
+
+    def candidate(self, candidate_id: str) -> Candidate:
+        try:
+            return self._candidates[candidate_id]
+        except KeyError:
+            raise UnknownCandidateError(f"candidate '{candidate_id}' was never asked") from None
+
+    @property
+    def best(self) -> tuple[Candidate, float] | None:
+        """The best successful candidate so far and its fitness (earliest wins ties)."""
+        if self._best is None:
+            return None
+        return self._candidates[self._best[1]], self._best[0]
+
+    def state(self) -> dict[str, Any]:
+        """A JSON-serialisable snapshot summary (not a resume mechanism: use `replay`)."""
+        best = self.best
+        return {
+            "strategy": self.name,
+            "dimension": self.dimension,
+            "seed": self.seed,
+            "num_asked": self.num_asked,
+            "num_told": self.num_told,
+            "num_failed": self._num_failed,
+            "pending": list(self._pending),
+            "best": None if best is None else {"id": best[0].id, "fitness": best[1], "genome": list(best[0].genome)},
+            **self._state(),
+        }
+
+    # -- for subclasses -----------------------------------------------------------------
+    @abstractmethod
+    def _ask(self) -> Proposal | None:
+        """One proposal, or None to say "not until more results come in" (changing no state)."""
+
+    @abstractmethod
+    def _tell(self, candidate: Candidate, result: Result, fitness: float) -> None:
+        """Learn from a result. ``fitness`` is the one to use: the penalty when ``result.failed``."""
+
+    def _state(self) -> dict[str, Any]:
+        return {}
+
+    def _check_result(self, result: Result) -> None:
+        """Raise ValueError for a successful result this algorithm cannot use (before bookkeeping)."""
+
+    # -- internals ----------------------------------------------------------------------
+    def _ask_one(self) -> Candidate | None:
+        proposal = self._ask()
+        if proposal is None:
+            return None
+        genome = np.asarray(proposal.genome, dtype=np.float64)
+        if genome.shape != (self.dimension,):
+            raise StrategyError(f"{self.name}: proposed a genome of shape {genome.shape}, expected ({self.dimension},)")
+        if not np.all(np.isfinite(genome)) or genome.min() < 0.0 or genome.max() > 1.0:
+            raise StrategyError(f"{self.name}: proposed a genome outside [0, 1]^{self.dimension}")
+        candidate = Candidate(
+            id=str(len(self._candidates)),
+            genome=tuple(float(v) for v in genome),
+            parents=tuple(proposal.parents),
+            info=dict(proposal.info),
+        )
+        self._candidates[candidate.id] = candidate
+        self._pending[candidate.id] = candidate
+        self._events.append(("ask", candidate.genome))
+        self._on_asked(candidate, proposal)
+        return candidate
+
+    def _on_asked(self, candidate: Candidate, proposal: Proposal) -> None:
+        """Hook: the proposal became ``candidate`` (e.g. to map the id to optimizer state)."""

@@ -1,0 +1,221 @@
+"""Any nevergrad optimizer behind our ask/tell interface, and CMA-ES with the Sakana settings.
+
+The genome space is ``ng.p.Array(shape=(d,), lower=0, upper=1)``. nevergrad then:
+
+- starts at the midpoint 0.5 and gives the array a mutation sigma of (upper - lower) / 6 = 1/6,
+  so one standardized unit (what optimizers see) is 1/6 of a genome coordinate;
+- keeps values in bounds by "bouncing" (reflecting once off a bound, then clipping), and the
+  optimizer learns from the bounced point;
+- samples initial points uniformly over the box for optimizers that sample (both bounds set).
+
+Seeding: the parametrization's ``random_state`` is a ``RandomState(seed)``, which every
+nevergrad optimizer (and pycma, through ``randn``) draws from. mergekit-evolve never seeded
+its CMA; we do, and replay depends on it.
+
+nevergrad minimizes, so we tell ``-fitness``; a failure is told with ``-penalty_fitness()``
+(see `Strategy.penalty_fitness`), never dropped, so CMA generations always complete.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import nevergrad as ng
+import numpy as np
+
+from evolve.strategies.base import Candidate, Proposal, Result, Strategy
+from search_spaces.errors import UserError
+
+ARRAY_SIGMA = 1.0 / 6.0
+"""nevergrad's mutation sigma for an Array bounded to [0, 1]: (upper - lower) / 6."""
+
+
+def nevergrad_names() -> list[str]:
+    return sorted(ng.optimizers.registry)
+
+
+def resolve_optimizer_name(name: str, extra_known: tuple[str, ...] = ()) -> str:
+    """The exact nevergrad registry name for ``name`` (case-insensitive if unambiguous).
+
+    Raises `UserError` naming close matches among nevergrad's and our own names.
+    """
+    registry = ng.optimizers.registry
+    if name in registry:
+        return name
+    folded = [k for k in registry if k.lower() == str(name).lower()]
+    if len(folded) == 1:
+        return folded[0]
+    known = [*extra_known, *sorted(registry)]
+    close = difflib.get_close_matches(str(name), known, n=6, cutoff=0.6)
+    close += [k for k in difflib.get_close_matches(str(name).lower(), [k.lower() for k in known], n=6, cutoff=0.6)
+              if k not in close]
+    hint = f"; did you mean {', '.join(repr(c) for c in close[:6])}?" if close else ""
+    raise UserError(
+        f"strategy: unknown optimizer '{name}'{hint} (ours: {', '.join(extra_known)}; "
+        f"or any of nevergrad's {len(registry)} optimizers, e.g. NGOpt, DE, TwoPointsDE, PSO, OnePlusOne)"
+    )
+
+
+def genome_parametrization(dimension: int, seed: int, start: float = 0.5) -> ng.p.Array:
+    """The seeded [0, 1]^d nevergrad parametrization (sigma 1/6, bouncing bounds)."""
+    if start == 0.5:
+        param = ng.p.Array(shape=(dimension,), lower=0.0, upper=1.0)
+    else:  # same bounds and sigma; only the reference point (CMA's start) moves
+        param = ng.p.Array(init=np.full(dimension, float(start)), lower=0.0, upper=1.0)
+    param.random_state = np.random.RandomState(seed)
+    return param
+
+
+class NevergradStrategy(Strategy):
+    """Any optimizer of ``ng.optimizers.registry`` by name, e.g. "NGOpt", "DE", "PSO"."""
+
+    name = "nevergrad"
+
+    def __init__(
+        self,
+        dimension: int,
+        seed: int = 0,
+        *,
+        optimizer: str = "NGOpt",
+        budget: int | None = None,
+        num_workers: int = 1,
+        failure_fitness: float | None = None,
+    ) -> None:
+        self.optimizer_name = resolve_optimizer_name(optimizer)
+        if type(self).name == NevergradStrategy.name:
+            self.name = self.optimizer_name
+        super().__init__(dimension, seed, failure_fitness=failure_fitness)
+        _check_positive("budget", budget, allow_none=True)
+        _check_positive("num_workers", num_workers)
+        self.budget = budget
+        self.num_workers = num_workers
+        self._handles: dict[str, Any] = {}
+        self.optimizer = self._factory()(
+            parametrization=genome_parametrization(dimension, seed, self._start()),
+            budget=budget,
+            num_workers=num_workers,
+        )
+        self._probe()
+
+    def _probe(self) -> None:
+        """Fail at configuration time, not mid-run: ask a throwaway copy for one point."""
+        probe = self._factory()(
+            parametrization=genome_parametrization(self.dimension, self.seed, self._start()),
+            budget=self.budget,
+            num_workers=self.num_workers,
+        )
+        try:
+            probe.ask()
+        except Exception as exc:  # noqa: BLE001 - nevergrad signals bad settings with asserts
+            hint = " (this optimizer needs 'budget': the run's number of evaluations)" if self.budget is None else ""
+            raise UserError(
+                f"strategy '{self.optimizer_name}': nevergrad cannot run it with budget={self.budget}, "
+                f"num_workers={self.num_workers}{hint}: {type(exc).__name__}: {exc}"
+            ) from None
+
+    def _factory(self) -> Any:
+        """The nevergrad optimizer class or configured optimizer to instantiate."""
+        return ng.optimizers.registry[self.optimizer_name]
+
+    def _start(self) -> float:
+        return 0.5
+
+    def _ask(self) -> Proposal:
+        handle = self.optimizer.ask()
+        genome = np.clip(np.asarray(handle.value, dtype=np.float64), 0.0, 1.0)
+        return Proposal(genome=genome, handle=handle)
+
+    def _on_asked(self, candidate: Candidate, proposal: Proposal) -> None:
+        self._handles[candidate.id] = proposal.handle
+
+    def _tell(self, candidate: Candidate, result: Result, fitness: float) -> None:
+        handle = self._handles.pop(candidate.id)
+        self.optimizer.tell(handle, -float(fitness))  # nevergrad minimizes
+
+    def _state(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer_name, "budget": self.budget, "num_workers": self.num_workers}
+
+
+class CMAStrategy(NevergradStrategy):
+    """nevergrad's CMA-ES with the *Evolutionary Optimization of Model Merging Recipes* settings.
+
+    ``sigma0`` (default 1/6) and ``start`` (default 0.5) are in genome units. nevergrad's CMA
+    takes its step size in standardized units (1 unit = 1/6 of a coordinate here) and, for a
+    fully bounded space, multiplies it by 0.3 (d < 18) or 0.15; we set its ``scale`` so that
+    the step CMA actually starts with is ``sigma0``, and check that it did.
+    ``popsize`` defaults to nevergrad's ``4 + int(3 ln d)``.
+    """
+
+    name = "cma"
+
+    def __init__(
+        self,
+        dimension: int,
+        seed: int = 0,
+        *,
+        sigma0: float = 1.0 / 6.0,
+        popsize: int | None = None,
+        start: float = 0.5,
+        diagonal: bool = False,
+        elitist: bool = False,
+        budget: int | None = None,
+        num_workers: int = 1,
+        failure_fitness: float | None = None,
+    ) -> None:
+        if not isinstance(sigma0, int | float) or not 0 < sigma0 <= 1:
+            raise UserError(f"cma.sigma0: must be in (0, 1] (genome units), got {sigma0!r}")
+        if not isinstance(start, int | float) or not 0 <= start <= 1:
+            raise UserError(f"cma.start: must be in [0, 1], got {start!r}")
+        _check_positive("popsize", popsize, allow_none=True, minimum=2)
+        if dimension == 1:
+            raise UserError(
+                "cma: needs at least 2 genome coordinates (nevergrad runs 1-D CMA through the "
+                "optional fcmaes package); use 'random' or another optimizer for a 1-D space"
+            )
+        self.sigma0 = float(sigma0)
+        self.popsize = popsize
+        self.start = float(start)
+        self.diagonal = bool(diagonal)
+        self.elitist = bool(elitist)
+        super().__init__(dimension, seed, optimizer="CMA", budget=budget, num_workers=num_workers,
+                         failure_fitness=failure_fitness)
+        effective = float(self.optimizer.es.sigma0) * ARRAY_SIGMA
+        if not np.isclose(effective, self.sigma0, rtol=1e-9, atol=0):
+            raise RuntimeError(
+                f"cma: nevergrad started CMA with sigma {effective:.6g} in genome units instead of "
+                f"{self.sigma0:.6g}; its step-size convention changed, update CMAStrategy"
+            )
+
+    def _factory(self) -> Any:
+        bounded_multiplier = 0.3 if self.dimension < 18 else 0.15  # nevergrad 1.0.12, _CMA.es
+        return ng.optimizers.ParametrizedCMA(
+            scale=self.sigma0 / ARRAY_SIGMA / bounded_multiplier,
+            popsize=self.popsize,
+            diagonal=self.diagonal,
+            elitist=self.elitist,
+        )
+
+    def _start(self) -> float:
+        return self.start
+
+    def _probe(self) -> None:
+        pass  # CMA is known to work; its es is built (and checked) below
+
+    def _state(self) -> dict[str, Any]:
+        es = self.optimizer._es  # already built in __init__
+        return {
+            **super()._state(),
+            "sigma0": self.sigma0,
+            "start": self.start,
+            "popsize": int(es.popsize),
+            "generation": int(es.countiter),
+            "sigma": float(es.sigma) * ARRAY_SIGMA,
+        }
+
+
+def _check_positive(name: str, value: Any, allow_none: bool = False, minimum: int = 1) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise UserError(f"strategy.{name}: must be an integer >= {minimum}, got {value!r}")

@@ -1,0 +1,466 @@
+"""The parameter-space genome codec: a vector in [0, 1]^d to and from a merge `Recipe`.
+
+A `ParameterSpace` names one merge family to search (method, base, source models) and the
+per-model parameters searched inside it, each with its own bounds. Strategies only ever see
+standardized genomes in the unit box, nevergrad-style; the space owns the bounds and maps
+coordinate ``x`` to ``lower + x * (upper - lower)``.
+
+    space = ParameterSpace.from_dict({
+        "merge_method": "dare_ties",
+        "base_model": "zoo/base",
+        "models": ["zoo/arith", "zoo/cipher"],
+        "layer_groups": 4,                 # one value per group of layers (1: one per model)
+        "kinds": ["self_attn", "mlp"],     # a value per tensor kind, plus one for the rest
+        "search": {"weight": [0, 1], "density": [0.1, 1.0]},
+        "parameters": {"lambda": 1.0, "normalize": True},  # fixed, global
+        "model_parameters": {},                            # fixed, same for every model
+    })
+    recipe = space.decode(x)   # x: shape (space.dimension,), every coordinate in [0, 1]
+    x2 = space.encode(recipe)  # space.decode(x2) == recipe
+
+Genome layout. Coordinates are ordered layer group first, then tensor kind (the listed kinds,
+then the default for other tensors), then model, then parameter:
+``index = ((group * n_kinds + kind) * n_models + model) * n_params + param``. Early layers
+therefore come first, so a crossover split point (M2N2) separates early layers from late ones.
+
+Decoded values take the forms of `search_spaces.values`: a scalar when there is one group and
+no kind split, ``{groups: [...]}`` for several groups, and a filter list
+``[{filter: self_attn, value: ...}, {filter: mlp, value: ...}, {value: ...}]`` for kinds.
+
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import PurePath
+from typing import Any
+
+import numpy as np
+
+from search_spaces.errors import InvalidGenomeError, RecipeError, UserError
+from search_spaces.recipe import DTYPES, FrozenDict, Recipe, thaw
+from search_spaces.values import check_value
+
+DEFAULT_KIND_LABEL = "*"
+"""How `describe` and `Coordinate.label` name the default slot (tensors matching no kind)."""
+
+_KEYS = (
+    "merge_method", "base_model", "models", "layer_groups", "kinds", "search", "parameters",
+    "model_parameters", "dtype", "seed",
+)
+_FRACTIONS = ("density",)
+"""Parameters that are kept fractions and must stay inside (0, 1]."""
+
+
+@dataclass(frozen=True)
+class SearchedParameter:
+    """One per-model parameter under search, with the interval its genome coordinate spans."""
+
+    name: str
+    lower: float
+    upper: float
+
+    @property
+    def width(self) -> float:
+        return self.upper - self.lower
+
+
+@dataclass(frozen=True)
+class Coordinate:
+    """What one genome coordinate controls, for dashboards and `describe`."""
+
+    index: int
+    model: str            # model path, as in the recipe
+    parameter: str
+    kind: str | None      # a tensor-kind filter, or None for the default (other tensors)
+    group: int            # layer group, 0 when the space has one group
+    lower: float
+    upper: float
+    label: str            # e.g. "arith.weight[self_attn][g2]"
+
+
+@dataclass(frozen=True)
+class ParameterSpace:
+    """A frozen description of one merge family and the genome that spans it.
+
+    Construct directly or with `from_dict`; both validate and raise `UserError` naming the
+    field at fault.
+    """
+
+    merge_method: str
+    models: tuple[str, ...]
+    search: tuple[SearchedParameter, ...]
+    base_model: str | None = None
+    layer_groups: int = 1
+    kinds: tuple[str, ...] = ()
+    parameters: FrozenDict = field(default_factory=FrozenDict)
+    model_parameters: FrozenDict = field(default_factory=FrozenDict)
+    dtype: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        fields = _validated(
+            "search_space",
+            merge_method=self.merge_method, models=self.models, search=self.search,
+            base_model=self.base_model, layer_groups=self.layer_groups, kinds=self.kinds,
+            parameters=self.parameters, model_parameters=self.model_parameters,
+            dtype=self.dtype, seed=self.seed,
+        )
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "search_space") -> ParameterSpace:
+        """Validate plain data (YAML/JSON) into a space; errors name ``source.field``."""
+        if not isinstance(data, Mapping):
+            raise UserError(f"{source}: must be a mapping with merge_method, models and search")
+        unknown = sorted(set(data) - set(_KEYS))
+        if unknown:
+            raise UserError(f"{source}: unknown key '{unknown[0]}' (known: {', '.join(_KEYS)})")
+        raw_search = data.get("search")
+        if not isinstance(raw_search, Mapping) or not raw_search:
+            raise UserError(
+                f"{source}.search: required, a mapping of parameter name to [lower, upper], "
+                "e.g. {weight: [0, 1], density: [0.1, 1.0]}"
+            )
+        search = []
+        for name, bounds in raw_search.items():
+            where = f"{source}.search.{name}"
+            if isinstance(bounds, Mapping):
+                if set(bounds) != {"lower", "upper"}:
+                    raise UserError(f"{where}: give [lower, upper] or {{lower: ..., upper: ...}}")
+                bounds = [bounds["lower"], bounds["upper"]]
+            if not isinstance(bounds, Sequence) or isinstance(bounds, str) or len(bounds) != 2:
+                raise UserError(f"{where}: bounds must be [lower, upper], got {bounds!r}")
+            search.append(SearchedParameter(str(name), *bounds))
+        fields = _validated(
+            source,
+            merge_method=data.get("merge_method"),
+            models=data.get("models"),
+            search=tuple(search),
+            base_model=data.get("base_model"),
+            layer_groups=data.get("layer_groups", 1),
+            kinds=data.get("kinds", ()) or (),
+            parameters=data.get("parameters") or {},
+            model_parameters=data.get("model_parameters") or {},
+            dtype=data.get("dtype"),
+            seed=data.get("seed", 0),
+        )
+        return cls(**fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data; `from_dict(space.to_dict()) == space`."""
+        out: dict[str, Any] = {"merge_method": self.merge_method}
+        if self.base_model is not None:
+            out["base_model"] = self.base_model
+        out["models"] = list(self.models)
+        out["layer_groups"] = self.layer_groups
+        if self.kinds:
+            out["kinds"] = list(self.kinds)
+        out["search"] = {p.name: [p.lower, p.upper] for p in self.search}
+        if self.parameters:
+            out["parameters"] = thaw(self.parameters)
+        if self.model_parameters:
+            out["model_parameters"] = thaw(self.model_parameters)
+        if self.dtype is not None:
+            out["dtype"] = self.dtype
+        out["seed"] = self.seed
+        return out
+
+    # -- layout -----------------------------------------------------------------------------
+    @property
+    def kind_slots(self) -> tuple[str | None, ...]:
+        """The tensor-kind slots: each kind filter, then None for the default (other tensors)."""
+        return (*self.kinds, None) if self.kinds else (None,)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(layer groups, kind slots, models, searched parameters): the genome, unflattened."""
+        return (self.layer_groups, len(self.kind_slots), len(self.models), len(self.search))
+
+    @property
+    def dimension(self) -> int:
+        return math.prod(self.shape)
+
+    @cached_property
+    def coordinates(self) -> tuple[Coordinate, ...]:
+        names = _short_names(self.models)
+        out = []
+        for g in range(self.layer_groups):
+            for kind in self.kind_slots:
+                for model, short in zip(self.models, names):
+                    for p in self.search:
+                        label = f"{short}.{p.name}"
+                        if self.kinds:
+                            label += f"[{DEFAULT_KIND_LABEL if kind is None else kind}]"
+                        if self.layer_groups > 1:
+                            label += f"[g{g}]"
+                        out.append(Coordinate(len(out), model, p.name, kind, g, p.lower, p.upper, label))
+        return tuple(out)
+
+    @cached_property
+    def _lower(self) -> np.ndarray:
+        return np.array([c.lower for c in self.coordinates], dtype=np.float64)
+
+    @cached_property
+    def _upper(self) -> np.ndarray:
+        return np.array([c.upper for c in self.coordinates], dtype=np.float64)
+
+    # -- codec ------------------------------------------------------------------------------
+    def values(self, x: Any) -> np.ndarray:
+        """The parameter value of each coordinate of genome ``x`` (validated), in genome order."""
+        return self._to_values(self._check_genome(x))
+
+    def decode(self, x: Any) -> Recipe:
+        """The recipe for genome ``x``; raises `InvalidGenomeError`, never returns None."""
+        grid = self.values(x).reshape(self.shape)
+        models = []
+        for m, path in enumerate(self.models):
+            params: dict[str, Any] = thaw(self.model_parameters)
+            for p, sp in enumerate(self.search):
+                params[sp.name] = self._value_form(grid[:, :, m, p])
+            models.append({"model": path, "parameters": params})
+        data: dict[str, Any] = {"merge_method": self.merge_method, "models": models, "seed": self.seed}
+        if self.base_model is not None:
+            data["base_model"] = self.base_model
+        if self.parameters:
+            data["parameters"] = thaw(self.parameters)
+        if self.dtype is not None:
+            data["dtype"] = self.dtype
+        try:
+            return Recipe.from_dict(data, source="decoded genome")
+        except RecipeError as exc:  # the space validated its bounds, so this is a bug
+            raise InvalidGenomeError(f"genome decodes to an invalid recipe: {exc}") from exc
+
+    def encode(self, recipe: Recipe) -> np.ndarray:
+        """The genome of ``recipe``: the inverse of `decode`.
+
+        ``decode(encode(r)) == r`` for every recipe ``r`` that `decode` produced, and
+        ``encode(decode(x))`` equals ``x`` up to a few ulps. Hand-written recipes of the same
+        family encode too: a scalar is broadcast over groups and kinds. ``dtype`` and ``seed``
+        are not part of the genome and are ignored. Raises `RecipeError` naming the field
+        that the space cannot represent.
+        """
+        where = "recipe"
+        if recipe.merge_method != self.merge_method:
+            raise RecipeError(f"{where}.merge_method: '{recipe.merge_method}', but the space searches '{self.merge_method}'")
+        if recipe.slices or not recipe.models:
+            raise RecipeError(f"{where}: a parameter-space recipe lists 'models', not 'slices'")
+        if recipe.base_model != self.base_model:
+            raise RecipeError(f"{where}.base_model: '{recipe.base_model}', but the space uses '{self.base_model}'")
+        paths = tuple(e.model for e in recipe.models)
+        if paths != self.models:
+            raise RecipeError(f"{where}.models: {list(paths)}, but the space merges {list(self.models)} (in that order)")
+        if thaw(recipe.parameters) != thaw(self.parameters):
+            raise RecipeError(f"{where}.parameters: {thaw(recipe.parameters)} differ from the space's fixed {thaw(self.parameters)}")
+        grid = np.empty(self.shape, dtype=np.float64)
+        searched = {p.name for p in self.search}
+        for m, entry in enumerate(recipe.models):
+            at = f"{where}.models[{m}].parameters"
+            fixed = {k: v for k, v in thaw(entry.parameters).items() if k not in searched}
+            if fixed != thaw(self.model_parameters):
+                raise RecipeError(f"{at}: fixed parameters {fixed} differ from the space's {thaw(self.model_parameters)}")
+            for p, sp in enumerate(self.search):
+                if sp.name not in entry.parameters:
+                    raise RecipeError(f"{at}.{sp.name}: missing (the space searches it)")
+                grid[:, :, m, p] = self._value_grid(thaw(entry.parameters[sp.name]), f"{at}.{sp.name}", sp)
+        values = grid.reshape(-1)
+        width = self._upper - self._lower
+        x = np.clip((values - self._lower) / width, 0.0, 1.0)
+        # Nudge each coordinate by ulps until it decodes to exactly the recorded value, so
+        # that decode(encode(r)) == r bit for bit (and recipe hashes match).
+        for _ in range(8):
+            back = self._to_values(x)
+            low, high = back < values, back > values
+            if not (low.any() or high.any()):
+                break
+            x = np.where(low, np.nextafter(x, 2.0), np.where(high, np.nextafter(x, -1.0), x))
+            x = np.clip(x, 0.0, 1.0)
+        return x
+
+    def describe(self, x: Any) -> dict[str, float]:
+        """A readable mapping of each coordinate's label to its decoded value, in genome order."""
+        values = self.values(x)
+        return {c.label: float(v) for c, v in zip(self.coordinates, values)}
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _check_genome(self, x: Any) -> np.ndarray:
+        try:
+            arr = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InvalidGenomeError(f"genome: not a vector of numbers ({exc})") from None
+        if arr.shape != (self.dimension,):
+            raise InvalidGenomeError(f"genome: expected shape ({self.dimension},), got {arr.shape}")
+        bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0.0) | (arr > 1.0))
+        if bad.size:
+            i = int(bad[0])
+            raise InvalidGenomeError(
+                f"genome[{i}] ({self.coordinates[i].label}) = {arr[i]!r} is outside [0, 1]"
+                + (f" ({bad.size} coordinates in all)" if bad.size > 1 else "")
+            )
+        return arr
+
+    def _to_values(self, x: np.ndarray) -> np.ndarray:
+        # Clipping keeps the endpoints exact (x = 1 gives upper even when lower + width rounds up).
+        return np.clip(self._lower + x * (self._upper - self._lower), self._lower, self._upper)
+
+    def _value_form(self, grid: np.ndarray) -> Any:
+        """(groups, kind slots) values of one model's parameter -> a recipe value."""
+
+        def per_groups(column: np.ndarray) -> Any:
+            if self.layer_groups == 1:
+                return float(column[0])
+            return {"groups": [float(v) for v in column]}
+
+        if not self.kinds:
+            return per_groups(grid[:, 0])
+        entries: list[dict[str, Any]] = []
+        for s, kind in enumerate(self.kind_slots):
+            entry: dict[str, Any] = {"value": per_groups(grid[:, s])}
+            if kind is not None:
+                entry = {"filter": kind, **entry}
+            entries.append(entry)
+        return entries
+
+    def _value_grid(self, value: Any, where: str, sp: SearchedParameter) -> np.ndarray:
+        """A recipe value -> its (groups, kind slots) array, checked against the space."""
+        n_groups, n_slots = self.layer_groups, len(self.kind_slots)
+
+        def groups_of(v: Any, at: str) -> np.ndarray:
+            if _is_number(v):
+                column = np.full(n_groups, float(v))
+            elif isinstance(v, Mapping) and "groups" in v:
+                if len(v["groups"]) != n_groups:
+                    raise RecipeError(f"{at}.groups: {len(v['groups'])} groups, but the space has {n_groups}")
+                column = np.array([float(g) for g in v["groups"]])
+            else:
+                raise RecipeError(f"{at}: {v!r} cannot be encoded (expected a number or {{groups: [...]}})")
+            outside = (column < sp.lower) | (column > sp.upper)
+            if outside.any():
+                bad = column[outside][0]
+                raise RecipeError(f"{at}: {bad} is outside the searched range [{sp.lower}, {sp.upper}]")
+            return column
+
+        grid = np.empty((n_groups, n_slots))
+        if isinstance(value, list) and value and all(isinstance(e, Mapping) for e in value):
+            if not self.kinds:
+                raise RecipeError(f"{where}: per-kind filters, but the space has no kind split")
+            by_filter: dict[str | None, Any] = {}
+            for i, entry in enumerate(value):
+                flt = entry.get("filter")
+                if flt not in self.kind_slots:
+                    raise RecipeError(f"{where}[{i}].filter: '{flt}' is not one of the space's kinds {list(self.kinds)}")
+                if flt in by_filter:
+                    raise RecipeError(f"{where}[{i}].filter: '{flt}' appears twice")
+                by_filter[flt] = (i, entry["value"])
+            for s, kind in enumerate(self.kind_slots):
+                if kind not in by_filter:
+                    name = "a default entry (no filter)" if kind is None else f"filter '{kind}'"
+                    raise RecipeError(f"{where}: missing {name}")
+                i, v = by_filter[kind]
+                grid[:, s] = groups_of(v, f"{where}[{i}].value")
+            return grid
+        if isinstance(value, list):
+            raise RecipeError(f"{where}: a gradient list cannot be encoded; use {{groups: [...]}}")
+        grid[:, :] = groups_of(value, where)[:, None]
+        return grid
+
+
+# -- validation ---------------------------------------------------------------------------------
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _validated(where: str, **f: Any) -> dict[str, Any]:
+    """Check every field; return them normalized (tuples, FrozenDicts, floats)."""
+    method = f["merge_method"]
+    if not isinstance(method, str) or not method:
+        raise UserError(f"{where}.merge_method: required, a merge method name such as 'dare_ties'")
+
+    models = f["models"]
+    if isinstance(models, str) or not isinstance(models, Sequence) or not models:
+        raise UserError(f"{where}.models: required, a non-empty list of model paths")
+    for i, m in enumerate(models):
+        if not isinstance(m, str) or not m:
+            raise UserError(f"{where}.models[{i}]: must be a model path, got {m!r}")
+    if len(set(models)) != len(models):
+        dup = next(m for m in models if list(models).count(m) > 1)
+        raise UserError(f"{where}.models: '{dup}' is listed twice")
+
+    base = f["base_model"]
+    if base is not None and (not isinstance(base, str) or not base):
+        raise UserError(f"{where}.base_model: must be a model path")
+
+    groups = f["layer_groups"]
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise UserError(f"{where}.layer_groups: must be an integer >= 1, got {groups!r}")
+
+    kinds = f["kinds"]
+    if isinstance(kinds, str) or not isinstance(kinds, Sequence):
+        raise UserError(f"{where}.kinds: must be a list of tensor-name filters such as [self_attn, mlp]")
+    for i, k in enumerate(kinds):
+        if not isinstance(k, str) or not k or k == "*":
+            raise UserError(f"{where}.kinds[{i}]: must be a non-empty tensor-name substring (not '*'), got {k!r}")
+    if len(set(kinds)) != len(kinds):
+        raise UserError(f"{where}.kinds: each kind may appear only once")
+
+    search = f["search"]
+    if not isinstance(search, Sequence) or not search:
+        raise UserError(f"{where}.search: at least one per-model parameter must be searched")
+    normalized = []
+    for sp in search:
+        if not isinstance(sp, SearchedParameter):
+            raise UserError(f"{where}.search: entries must be SearchedParameter, got {sp!r}")
+        at = f"{where}.search.{sp.name}"
+        if not sp.name:
+            raise UserError(f"{where}.search: a parameter name is empty")
+        if not (_is_number(sp.lower) and _is_number(sp.upper)) or not (math.isfinite(sp.lower) and math.isfinite(sp.upper)):
+            raise UserError(f"{at}: bounds must be finite numbers, got [{sp.lower!r}, {sp.upper!r}]")
+        if not sp.lower < sp.upper:
+            raise UserError(f"{at}: lower bound {sp.lower} must be below upper bound {sp.upper}")
+        if sp.name in _FRACTIONS and not (0 < sp.lower and sp.upper <= 1):
+            raise UserError(f"{at}: [{sp.lower}, {sp.upper}] must lie inside (0, 1] ({sp.name} is a kept fraction)")
+        normalized.append(SearchedParameter(sp.name, float(sp.lower), float(sp.upper)))
+    names = [sp.name for sp in normalized]
+    if len(set(names)) != len(names):
+        raise UserError(f"{where}.search: each parameter may appear only once")
+
+    fixed = {}
+    for key in ("parameters", "model_parameters"):
+        raw = f[key]
+        if not isinstance(raw, Mapping):
+            raise UserError(f"{where}.{key}: must be a mapping of parameter name to value")
+        for name, value in raw.items():
+            try:
+                check_value(thaw(value), f"{where}.{key}.{name}")
+            except RecipeError as exc:
+                raise UserError(str(exc)) from None
+            if name in names:
+                raise UserError(f"{where}.{key}.{name}: is also searched; fix it or search it, not both")
+            if name in _FRACTIONS and key == "model_parameters" and not (_is_number(value) and 0 < value <= 1):
+                raise UserError(f"{where}.{key}.{name}: {value!r} must be a number in (0, 1]")
+        fixed[key] = raw if isinstance(raw, FrozenDict) else FrozenDict(raw)
+
+    dtype = f["dtype"]
+    if dtype is not None and dtype not in DTYPES:
+        raise UserError(f"{where}.dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
+    seed = f["seed"]
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise UserError(f"{where}.seed: must be a non-negative integer, got {seed!r}")
+
+    return dict(
+        merge_method=method, models=tuple(models), search=tuple(normalized), base_model=base,
+        layer_groups=groups, kinds=tuple(kinds), parameters=fixed["parameters"],
+        model_parameters=fixed["model_parameters"], dtype=dtype, seed=seed,
+    )
+
+
+def _short_names(paths: Sequence[str]) -> list[str]:
+    """Last path component of each model when those are unique, else the full paths."""
+    short = [PurePath(p).name or p for p in paths]
+    return short if len(set(short)) == len(short) else list(paths)

@@ -1,0 +1,68 @@
+"""What the harness needs from an inference backend: swap a candidate in, and an lm-eval LM."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from search_spaces.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """The outcome of writing one candidate's weights into the live model."""
+
+    seconds: float
+    non_finite: tuple[str, ...] = ()  # tensors holding NaN or inf (the candidate is unusable)
+
+
+class Backend(Protocol):
+    """One live model per worker; candidates are written into it in place.
+
+    ``load`` raises for a recipe that cannot be merged into the live model (the harness turns
+    that into an `EvalFailure`); it must leave the backend usable for the next candidate.
+    """
+
+    name: str
+
+    @property
+    def lm(self):  # an lm-eval `LM` over the live model
+        ...
+
+    def load(self, recipe: Recipe) -> LoadReport: ...
+
+    def recover(self) -> None:
+        """Release what a failed evaluation left behind (e.g. the CUDA cache after an OOM)."""
+
+    def close(self) -> None: ...
+
+
+def non_finite(named: Iterable[tuple[str, torch.Tensor]], limit: int = 5) -> tuple[str, ...]:
+    """Names of (up to ``limit``) tensors that hold a NaN or an inf."""
+    bad = []
+    for name, tensor in named:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad.append(name)
+            if len(bad) >= limit:
+                break
+    return tuple(bad)
+
+
+def is_oom(exc: BaseException) -> bool:
+    """An out-of-memory error, whether raised as such or re-wrapped by an engine."""
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "outofmemoryerror" in text
+
+
+def release_memory(device: str | torch.device) -> None:
+    import gc
+
+    gc.collect()
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
