@@ -34,12 +34,12 @@ class ModelsConfig(_Strict):
 class SpaceConfig(_Strict):
     """Parameter space: which per-model parameters are searched, per layer group and tensor kind."""
 
-    method: str = "task_arithmetic"
-    groups: int = Field(default=1, ge=1, le=256)
+    merge_method: str = "task_arithmetic"
+    layer_groups: int = Field(default=1, ge=1, le=256)
     kinds: list[str] = Field(default_factory=list)
     search: dict[str, tuple[float, float]] = Field(default_factory=lambda: {"weight": (0.0, 1.0)})
-    fixed: dict[str, Any] = Field(default_factory=dict, description="fixed global merge parameters")
-    fixed_per_model: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[str, Any] = Field(default_factory=dict, description="fixed global merge parameters")
+    model_parameters: dict[str, Any] = Field(default_factory=dict, description="fixed per-model parameters")
     dtype: Literal["float32", "float16", "bfloat16"] | None = None
 
     @field_validator("search")
@@ -78,14 +78,25 @@ class TaskConfig(_Strict):
     weight: float = 1.0
     split: Literal["validation", "test"] = "validation"
     limit: int | None = Field(default=None, ge=1)
+    subsample: Literal["first", "random"] = "first"
     num_fewshot: int | None = Field(default=None, ge=0)
 
 
 class EvaluationConfig(_Strict):
-    backend: Literal["hf", "vllm"] = "hf"
+    """Passed through to `workers.scoring.EvalSettings` (lm-eval and the inference engine).
+
+    ``backend: analytic`` scores recipes with a model-free objective (`workers.analytic_scorer`,
+    its arguments in ``engine_kwargs``): for checking a cluster's plumbing in seconds.
+    """
+
+    backend: Literal["hf", "vllm", "analytic"] = "hf"
     include_path: str | None = Field(default=None, description="folder of lm-eval task YAMLs (default: the zoo's)")
     batch_size: int = Field(default=32, ge=1)
-    engine_args: dict[str, Any] = Field(default_factory=dict)
+    seed: int = Field(default=1234, ge=0)
+    device: str = "cpu"
+    dtype: Literal["float32", "float16", "bfloat16"] | None = None
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="vllm.LLM / from_pretrained arguments")
+    lm_kwargs: dict[str, Any] = Field(default_factory=dict, description="lm-eval model wrapper arguments")
     gen_kwargs: dict[str, Any] = Field(default_factory=dict)
     apply_chat_template: bool = False
     report_test: bool = Field(default=True, description="also score each candidate on the test split")

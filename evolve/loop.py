@@ -21,6 +21,7 @@ from evolve.store import Store
 from evolve.store.records import EvaluationStatus
 from evolve.strategies.base import Candidate, Result, Strategy
 from search_spaces.parameter_space import ParameterSpace
+from search_spaces.recipe import Recipe
 
 HEARTBEAT_SECONDS = 5.0
 
@@ -43,7 +44,7 @@ class LoopStats:
 
 @dataclass
 class _InFlight:
-    candidate: Candidate
+    candidate: Candidate | None  # None for a reference (a source model scored as it is)
     store_id: str
     evaluation_id: int
     worker: int
@@ -62,6 +63,7 @@ class SearchLoop:
     max_seconds: float | None
     max_retries: int = 2
     progress: bool = True
+    references: dict[str, Recipe] = field(default_factory=dict)  # name -> recipe of a source model
     stats: LoopStats = field(default_factory=LoopStats)
     _ids: dict[str, str] = field(default_factory=dict)  # strategy candidate id -> store candidate id
     _asked: int = 0
@@ -73,7 +75,7 @@ class SearchLoop:
     # -- resume ---------------------------------------------------------------------------
     def replay(self) -> list[tuple[Candidate, str]]:
         """Rebuild the strategy from the store; returns the asked-but-unfinished candidates."""
-        stored = self.store.list_candidates(self.run_id)
+        stored = [c for c in self.store.list_candidates(self.run_id) if "reference" not in c.strategy_info]
         by_number = iter(stored)
         tells = [s.state for s in self.store.list_snapshots(self.run_id)]
         results = _final_results(self.store, self.run_id)
@@ -118,7 +120,7 @@ class SearchLoop:
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, pending: list[tuple[Candidate, str]] | None = None) -> LoopStats:
-        queue = list(pending or [])
+        queue: list[tuple[Candidate | None, str]] = self._unscored_references() + list(pending or [])
         inflight: dict[Any, _InFlight] = {}
         retries: dict[str, int] = {}
         start = time.monotonic()
@@ -127,9 +129,9 @@ class SearchLoop:
         with _progress(self.progress, self.max_evaluations) as bar:
             task = bar.add_task("searching", total=self.max_evaluations, completed=self._told)
             while True:
-                out_of_budget = self._budget_spent(start, len(inflight))
+                out_of_budget = self._budget_spent(start, inflight)
                 # Fill every idle worker: a retry first, then what resume re-dispatches, then new asks.
-                while not out_of_budget and self.pool.idle():
+                while self.pool.idle() and (queue or not out_of_budget):
                     item = queue.pop(0) if queue else self._ask()
                     if item is None:
                         break
@@ -141,7 +143,7 @@ class SearchLoop:
                     self._running.add(store_id)
                     inflight[ref] = _InFlight(cand, store_id, evaluation_id, worker, time.monotonic(),
                                               attempt=retries.get(store_id, 0) + 1)
-                    out_of_budget = self._budget_spent(start, len(inflight))
+                    out_of_budget = self._budget_spent(start, inflight)
                 if not inflight:
                     break
                 now = time.monotonic()
@@ -163,7 +165,8 @@ class SearchLoop:
                         else:
                             self._running.discard(job.store_id)
                             self.stats.failures += 1
-                            self._tell(job.candidate, job.store_id, Result(fitness=None, samples=None, failed=True))
+                            if job.candidate is not None:
+                                self._tell(job.candidate, job.store_id, Result(fitness=None, samples=None, failed=True))
                         continue
                     self.pool.release(job.worker)
                     self._running.discard(job.store_id)
@@ -175,8 +178,20 @@ class SearchLoop:
         self.stats.wall_seconds = time.monotonic() - start
         return self.stats
 
-    def _budget_spent(self, start: float, inflight: int) -> bool:
-        if self.max_evaluations is not None and self._told + inflight >= self.max_evaluations:
+    def _unscored_references(self) -> list[tuple[None, str]]:
+        """Source models are scored once per run, beside the search, for the leaderboard."""
+        out = []
+        scored = {ev.candidate_id for ev in self.store.list_evaluations(self.run_id)
+                  if ev.status == EvaluationStatus.COMPLETE}
+        for name, recipe in self.references.items():
+            record = self.store.add_candidate(self.run_id, (), recipe, strategy_info={"reference": name})
+            if record.id not in scored:
+                out.append((None, record.id))
+        return out
+
+    def _budget_spent(self, start: float, inflight: dict[Any, _InFlight]) -> bool:
+        searching = sum(1 for job in inflight.values() if job.candidate is not None)
+        if self.max_evaluations is not None and self._told + searching >= self.max_evaluations:
             return True
         return self.max_seconds is not None and time.monotonic() - start >= self.max_seconds
 
@@ -203,11 +218,14 @@ class SearchLoop:
                 return cand, record.id
 
     def _record(self, job: _InFlight, outcome: dict) -> None:
+        if job.candidate is None:  # a reference: stored, never told
+            if outcome["status"] == "ok":
+                self._finish(job, outcome)
+            else:
+                self.store.fail_evaluation(job.evaluation_id, outcome["error"])
+            return
         if outcome["status"] == "ok":
-            self.store.finish_evaluation(
-                job.evaluation_id, outcome["fitness"], metrics=outcome["metrics"], samples=outcome["samples"],
-                timings={"merge_seconds": outcome["merge_seconds"], "eval_seconds": outcome["eval_seconds"]},
-                scores=outcome.get("scores"))
+            self._finish(job, outcome)
             result = Result(fitness=outcome["fitness"], samples=outcome["samples"].get("validation"), failed=False)
             self.stats.evaluations += 1
             self.stats.best_fitness = max(self.stats.best_fitness, outcome["fitness"])
@@ -216,6 +234,12 @@ class SearchLoop:
             result = Result(fitness=None, samples=None, failed=True)
             self.stats.failures += 1
         self._tell(job.candidate, job.store_id, result)
+
+    def _finish(self, job: _InFlight, outcome: dict) -> None:
+        self.store.finish_evaluation(
+            job.evaluation_id, outcome["fitness"], metrics=outcome["metrics"], samples=outcome["samples"],
+            timings={"merge_seconds": outcome["merge_seconds"], "eval_seconds": outcome["eval_seconds"]},
+            scores=outcome.get("scores"))
 
     def _tell(self, cand: Candidate, store_id: str, result: Result) -> None:
         self.strategy.tell(cand.id, result)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,10 @@ from evolve.store.records import RunStatus
 from evolve.strategies.registry import make_strategy
 from search_spaces.errors import UserError
 from search_spaces.parameter_space import ParameterSpace
+from search_spaces.recipe import Recipe
 
 SCORER_FACTORY = "workers.candidate_scorer:CandidateScorer"
+ANALYTIC_FACTORY = "workers.analytic_scorer:AnalyticScorer"
 
 
 @dataclass(frozen=True)
@@ -41,25 +42,28 @@ def resolve_model(ref: str) -> str:
 
 
 def build_space(config: RunConfig, seed: int) -> ParameterSpace:
-    space = config.space
-    return ParameterSpace(
-        method=space.method,
-        base_model=resolve_model(config.models.base),
-        models=tuple(resolve_model(m) for m in config.models.sources),
-        groups=space.groups,
-        kinds=tuple(space.kinds),
-        bounds={k: tuple(v) for k, v in space.search.items()},
-        fixed=dict(space.fixed),
-        fixed_per_model=dict(space.fixed_per_model),
-        dtype=space.dtype,
-        seed=seed,
-    )
+    space = config.space.model_dump()
+    space["search"] = {k: list(v) for k, v in space["search"].items()}
+    return ParameterSpace.from_dict({
+        **space,
+        "base_model": resolve_model(config.models.base),
+        "models": [resolve_model(m) for m in config.models.sources],
+        "seed": seed,
+    })
+
+
+def reference_recipes(space: ParameterSpace) -> dict[str, Recipe]:
+    """Each source model as a recipe that reproduces it exactly, to score beside the search."""
+    paths = [p for p in [space.base_model, *space.models] if p is not None]
+    return {Path(p).name: Recipe.from_dict({"merge_method": "linear",
+                                            "models": [{"model": p, "parameters": {"weight": 1.0}}]})
+            for p in paths}
 
 
 def scorer_kwargs(config: RunConfig, space: ParameterSpace) -> dict[str, Any]:
     """Plain data the worker actors build their scorer from (nothing here is a live object)."""
     return {
-        "models": [space.base_model, *space.models],
+        "models": [space.base_model, *space.models],  # base first: the live model starts from it
         "tasks": [t.model_dump() for t in config.tasks],
         "evaluation": config.evaluation.model_dump(),
     }
@@ -69,12 +73,17 @@ def execute(store: Store, run_id: str, config: RunConfig, *, resume: bool, progr
     space = build_space(config, seed=config.strategy.seed)
     strategy = make_strategy(config.strategy.name, space.dimension, config.strategy.seed, **config.strategy.settings)
     connect(config.resources.address, num_cpus=None)
-    spec = WorkerSpec(SCORER_FACTORY, scorer_kwargs(config, space),
+    if config.evaluation.backend == "analytic":
+        factory, kwargs = ANALYTIC_FACTORY, dict(config.evaluation.engine_kwargs)
+    else:
+        factory, kwargs = SCORER_FACTORY, scorer_kwargs(config, space)
+    spec = WorkerSpec(factory, kwargs,
                       num_cpus=config.resources.cpus_per_worker, num_gpus=config.resources.gpus_per_worker)
     pool = WorkerPool(config.resources.workers, spec)
     max_seconds = config.budget.max_minutes * 60 if config.budget.max_minutes else None
     loop = SearchLoop(store, run_id, space, strategy, pool, config.budget.max_evaluations, max_seconds,
-                      max_retries=config.resources.max_retries, progress=progress)
+                      max_retries=config.resources.max_retries, progress=progress,
+                      references=reference_recipes(space))
     try:
         pending = []
         if resume:
@@ -104,6 +113,3 @@ def resume(store: Store, run_id: str, *, progress: bool = True) -> RunOutcome:
         raise UserError(f"run {run_id} already finished")
     return execute(store, run_id, config, resume=True, progress=progress)
 
-
-def best_fitness(stats: LoopStats) -> float:
-    return stats.best_fitness if math.isfinite(stats.best_fitness) else float("nan")

@@ -14,14 +14,14 @@ from datetime import datetime
 from typing import Any
 
 
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     RUNNING = "RUNNING"
     FINISHED = "FINISHED"
     FAILED = "FAILED"
     INTERRUPTED = "INTERRUPTED"
 
 
-class EvaluationStatus(str, enum.Enum):
+class EvaluationStatus(enum.StrEnum):
     """Life cycle: PENDING -> RUNNING -> COMPLETE | FAILED | STALE.
 
     PENDING is optional (`Store.queue_evaluation`); `Store.start_evaluation` claims a

@@ -798,7 +798,7 @@ class Store:
         self, run_id: str, split: str = "validation", limit: int | None = None
     ) -> list[LeaderboardEntry]:
         """COMPLETE evaluations that have a score on `split`, best first: score descending,
-        NaN last, ties by finishing order. Each entry carries the candidate, the evaluation
+        NaN last, ties in evaluation order (earlier first). Each entry carries the candidate, the evaluation
         and the split's metrics."""
 
         def work(session: Session) -> list[LeaderboardEntry]:

@@ -135,11 +135,13 @@ class PostgresServer:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    server = PostgresServer()
+    server = None
     try:
+        server = PostgresServer()
         server.start()
     except Exception as exc:
-        server.stop()
+        if server is not None:
+            server.stop()
         pytest.fail(f"could not start the embedded PostgreSQL server: {exc}", pytrace=False)
     try:
         yield server

@@ -13,11 +13,11 @@ A kernel looks like::
   seeds one per tensor (on the tensors' device) so results do not depend on the order
   tensors are merged in. A variant that fixes ``generator`` (to None) is deterministic.
 - A per-model argument's default is the scalar every model gets (``density: list[float] = 1.0``);
-  `MergeMethod.__call__` broadcasts it, and a scalar passed for a per-model parameter.
+  `MergeMethod.__call__` broadcasts it, as it does a scalar passed for a per-model parameter.
 
-Kernels never modify their inputs, return the inputs' dtype and shape, and raise
-`RecipeError` on mismatched shapes (`check_shapes`). They compute in float32 (float64 stays
-float64; see `compute_dtype`).
+Kernels never modify their inputs (passthrough may return its input itself), return the
+inputs' dtype and shape, and raise `RecipeError` on mismatched shapes (`check_shapes`).
+They compute in float32 (float64 stays float64; see `compute_dtype`).
 
 `MergeMethod` derives the `ParamSpec`s from that signature once, when it is defined.
 Variants (ties, dare_ties, ...) are the same kernel with other fixed options, built by

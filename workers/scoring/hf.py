@@ -30,13 +30,13 @@ class HFBackend:
         self.reference = reference or model_paths[0]
         dtype = TORCH_DTYPES[settings.dtype] if settings.dtype else None
         self.sources = sources if sources is not None else ResidentSources(model_paths, settings.device)
-        model_kwargs = thaw(settings.model_kwargs)
+        engine_kwargs = thaw(settings.engine_kwargs)
         if dtype is not None:
-            model_kwargs.setdefault("dtype", dtype)
-        self.model = AutoModelForCausalLM.from_pretrained(self.reference, **model_kwargs).to(settings.device).eval()
+            engine_kwargs.setdefault("dtype", dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(self.reference, **engine_kwargs).to(settings.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(self.reference)
         self._lm = HFLM(pretrained=self.model, tokenizer=self.tokenizer, batch_size=settings.batch_size,
-                        **thaw(settings.engine_kwargs))
+                        **thaw(settings.lm_kwargs))
 
     @property
     def lm(self):

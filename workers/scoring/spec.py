@@ -106,10 +106,13 @@ class TaskSpec:
 class EvalSettings:
     """How every task is evaluated; passed through to lm-eval and the inference engine.
 
-    - ``engine_kwargs`` go to the engine: ``vllm.LLM(**engine_kwargs)`` for vLLM (e.g.
-      ``gpu_memory_utilization``, ``max_model_len``, ``enforce_eager``, ``tensor_parallel_size``),
-      ``HFLM(**engine_kwargs)`` for HF (e.g. ``max_length``, ``add_bos_token``, ``truncation``).
-    - ``model_kwargs`` go to ``AutoModelForCausalLM.from_pretrained`` (HF backend only).
+    - ``engine_kwargs`` go to the inference engine: ``vllm.LLM(**engine_kwargs)`` for vLLM
+      (``gpu_memory_utilization``, ``max_model_len``, ``enforce_eager``, ``tensor_parallel_size``,
+      ``kv_cache_memory_bytes``...), ``AutoModelForCausalLM.from_pretrained`` for HF
+      (``attn_implementation``...).
+    - ``lm_kwargs`` go to the lm-eval model wrapper: ``HFLM`` for HF (``max_length``,
+      ``add_bos_token``, ``truncation``...), `VLLMEvalLM` for vLLM (``max_length``,
+      ``max_gen_toks``, ``add_bos_token``, ``prefix_token_id``).
     - ``gen_kwargs`` update every generate_until task's ``generation_kwargs`` (lm-eval's
       ``--gen_kwargs``); a TaskSpec's own ``gen_kwargs`` update them again.
     - ``seed`` seeds few-shot sampling, random subsamples and the engine.
@@ -128,7 +131,7 @@ class EvalSettings:
     bootstrap_iters: int = 0  # lm-eval stderr bootstraps; 0 skips them (fitness needs none)
     gen_kwargs: FrozenDict = field(default_factory=FrozenDict)
     engine_kwargs: FrozenDict = field(default_factory=FrozenDict)
-    model_kwargs: FrozenDict = field(default_factory=FrozenDict)
+    lm_kwargs: FrozenDict = field(default_factory=FrozenDict)
     cache_size: int = 100_000  # in-process results kept by recipe hash + task settings
 
     def __post_init__(self) -> None:
@@ -144,7 +147,7 @@ class EvalSettings:
             raise ScoringConfigError("eval.seed: a non-negative integer")
         if self.dtype not in (None, "float32", "float16", "bfloat16"):
             raise ScoringConfigError(f"eval.dtype: '{self.dtype}' is not float32, float16 or bfloat16")
-        for name in ("gen_kwargs", "engine_kwargs", "model_kwargs"):
+        for name in ("gen_kwargs", "engine_kwargs", "lm_kwargs"):
             value = getattr(self, name)
             if not isinstance(value, FrozenDict):
                 if not isinstance(value, Mapping):
@@ -153,7 +156,7 @@ class EvalSettings:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for name in ("gen_kwargs", "engine_kwargs", "model_kwargs"):
+        for name in ("gen_kwargs", "engine_kwargs", "lm_kwargs"):
             out[name] = thaw(getattr(self, name))
         out["include_path"] = list(self.include_path)
         return out

@@ -1,0 +1,80 @@
+"""vLLM backend: one long-lived engine per worker; candidates are swapped into it in place.
+
+The engine is started once from the reference checkpoint with
+``worker_extension_cls="workers.scoring.vllm_extension.MergeExtension"``; its worker loads the
+source models once, and every candidate is merged and reloaded inside the worker through
+``llm.collective_rpc`` (see `vllm_extension`). Only public vLLM API is used: ``LLM``,
+``collective_rpc``, ``reset_prefix_cache``, ``generate``, ``get_tokenizer``, ``model_config``.
+
+After every swap the prefix cache is reset: its KV blocks were computed with the previous
+candidate's weights and would otherwise be reused for prompts that share a prefix.
+
+vLLM starts its engine in child processes (``spawn``), so a script that builds this backend
+needs the ``if __name__ == "__main__":`` guard. Under pytest this is already the case.
+"""
+
+from __future__ import annotations
+
+from search_spaces.errors import RecipeError
+from search_spaces.recipe import Recipe, thaw
+from workers.scoring.backend import LoadReport
+from workers.scoring.spec import EvalSettings
+
+EXTENSION = "workers.scoring.vllm_extension.MergeExtension"
+
+
+class EngineError(RuntimeError):
+    """The engine could not take a candidate and may be unusable; the worker should restart it."""
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(self, model_paths: list[str], settings: EvalSettings, reference: str | None = None):
+        from vllm import LLM
+
+        from workers.scoring.vllm_lm import VLLMEvalLM
+
+        self.settings = settings
+        self.reference = reference or model_paths[0]
+        if self.reference not in model_paths:
+            model_paths = [self.reference, *model_paths]
+        kwargs = thaw(settings.engine_kwargs)
+        kwargs.setdefault("seed", settings.seed)
+        if settings.dtype is not None:
+            kwargs.setdefault("dtype", settings.dtype)
+        if "worker_extension_cls" in kwargs:
+            raise ValueError("engine_kwargs.worker_extension_cls is set by the vLLM backend itself")
+        self.llm = LLM(model=self.reference, worker_extension_cls=EXTENSION, **kwargs)
+        for reply in self.llm.collective_rpc("merge_init", args=(list(model_paths), self.reference)):
+            if not reply["ok"]:
+                raise RuntimeError(f"vLLM worker could not load the source models: {reply['error']}")
+        self._lm = VLLMEvalLM(self.llm, batch_size=settings.batch_size, **thaw(settings.lm_kwargs))
+
+    @property
+    def lm(self):
+        return self._lm
+
+    def load(self, recipe: Recipe) -> LoadReport:
+        replies = self.llm.collective_rpc("merge_apply", args=(recipe.to_json(),))
+        # Every weight may have changed: drop KV blocks cached for the previous candidate.
+        self.llm.reset_prefix_cache()
+        for reply in replies:
+            if not reply["ok"]:
+                if reply["kind"] == "oom":
+                    raise MemoryError(f"out of memory while merging: {reply['error']}")
+                if reply["kind"] == "engine_error":
+                    raise EngineError(reply["error"])
+                raise RecipeError(reply["error"])
+        bad = sorted({name for reply in replies for name in reply["non_finite"]})
+        return LoadReport(seconds=max(reply["seconds"] for reply in replies), non_finite=tuple(bad))
+
+    def recover(self) -> None:
+        # Nothing of a failed evaluation stays in the engine: requests finish or are aborted
+        # by LLM.generate itself, and the next load() rewrites every weight.
+        self.llm.reset_prefix_cache()
+
+    def close(self) -> None:
+        llm, self.llm, self._lm = self.llm, None, None
+        if llm is not None:
+            del llm

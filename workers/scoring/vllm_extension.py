@@ -1,0 +1,110 @@
+"""Merging inside vLLM's worker process: ``LLM(worker_extension_cls=<this class>)``.
+
+vLLM mixes this class into its worker, so ``llm.collective_rpc("merge_apply", args=(...))``
+runs these methods where the model lives. The worker keeps the source models resident (on
+its own device: a GPU merges on the GPU), merges a recipe tensor by tensor and streams the
+result into the worker's public ``reload_weights(weights_iterator=...)``, which re-runs the
+model's own weight loading and post-processing (on CPU the weights are repacked after
+loading, so copying into parameters directly would be wrong).
+
+Only plain data crosses the RPC boundary: model paths, the recipe as canonical JSON, and a
+small dict back. No callables, no pickled objects.
+
+A reload must never stop half way: vLLM moves each layer to the meta device while it reloads,
+so an exception in the middle would leave the engine unusable. Everything that can be checked
+is checked before the reload starts; a merge that still fails for one tensor streams that
+tensor from the first source instead, finishes the reload, and reports the error, so the
+candidate fails and the engine stays ready for the next one. Nothing here raises through
+the RPC: errors come back as data.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import torch
+
+
+class MergeExtension:
+    """Worker mix-in: resident sources and in-place candidate swaps (methods prefixed merge_)."""
+
+    def merge_init(self, model_paths: list[str], reference: str) -> dict[str, Any]:
+        """Load the source models onto this worker's device, once."""
+        from workers.resident import ResidentSources
+
+        try:
+            start = time.perf_counter()
+            self._merge_sources = ResidentSources(list(model_paths), device=self.device)
+            self._merge_reference = self._merge_sources.checkpoints[reference].index
+            return {"ok": True, "seconds": time.perf_counter() - start, "error": None}
+        except Exception as exc:  # noqa: BLE001 - reported to the caller, which raises it there
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+    def merge_apply(self, recipe_json: str) -> dict[str, Any]:
+        """Merge the recipe and reload it into the live model; report timing and bad tensors."""
+        from search_spaces.recipe import Recipe
+        from workers.plan import execute
+
+        start = time.perf_counter()
+        try:
+            sources = self._merge_sources
+            recipe = Recipe.from_dict(json.loads(recipe_json))
+            plan = sources.plan(recipe)
+            problem = _layout_problem(plan, self._merge_reference)
+            if problem:
+                return _error(problem, start, kind="merge_error")
+        except Exception as exc:  # noqa: BLE001
+            return _error(f"{type(exc).__name__}: {exc}", start, kind=_kind(exc))
+
+        failures: list[str] = []
+        non_finite: list[str] = []
+
+        def weights():
+            for merge in plan.merges:
+                try:
+                    inputs = [sources.get(r) for r in merge.inputs]
+                    base = sources.get(merge.base) if merge.base is not None else None
+                    tensor = execute(merge, plan.method, inputs, base)
+                except Exception as exc:  # noqa: BLE001 - finish the reload, then report
+                    if not failures:
+                        failures.append(f"{type(exc).__name__} merging '{merge.name}': {exc}")
+                        failures.append(_kind(exc))
+                    tensor = sources.get(merge.inputs[0])
+                if tensor.is_floating_point() and len(non_finite) < 5 and not bool(torch.isfinite(tensor).all()):
+                    non_finite.append(merge.name)
+                yield merge.name, tensor
+
+        try:
+            self.reload_weights(weights_iterator=weights())
+        except Exception as exc:  # noqa: BLE001 - the engine may now be broken; say so
+            return _error(f"{type(exc).__name__} while reloading weights: {exc}", start, kind="engine_error")
+        if failures:
+            return _error(failures[0], start, kind=failures[1])
+        return {"ok": True, "seconds": time.perf_counter() - start, "non_finite": non_finite,
+                "error": None, "kind": None}
+
+
+def _layout_problem(plan, reference_index) -> str | None:
+    """Why the merged model cannot replace the engine's model tensor for tensor, if it cannot."""
+    merged = {m.name: tuple(m.shape) for m in plan.merges}
+    missing = sorted(set(reference_index) - set(merged))
+    extra = sorted(set(merged) - set(reference_index))
+    if missing or extra:
+        return (f"the merged model does not fit the live engine's model: "
+                f"{len(missing)} tensors missing (e.g. {missing[:1]}), {len(extra)} extra (e.g. {extra[:1]})")
+    for name, shape in merged.items():
+        if tuple(reference_index[name].shape) != shape:
+            return f"tensor '{name}': merged shape {list(shape)} does not fit the engine's {list(reference_index[name].shape)}"
+    return None
+
+
+def _kind(exc: BaseException) -> str:
+    from workers.scoring.backend import is_oom
+
+    return "oom" if is_oom(exc) else "merge_error"
+
+
+def _error(message: str, start: float, kind: str) -> dict[str, Any]:
+    return {"ok": False, "seconds": time.perf_counter() - start, "non_finite": [], "error": message, "kind": kind}
