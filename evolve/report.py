@@ -18,17 +18,19 @@ console = Console()
 
 
 def leaderboard_data(store: Store, run_id: str, split: str = "validation", limit: int | None = None) -> dict[str, Any]:
+    """Candidates ranked by validation fitness (the test split never selects), with ``split``'s figures."""
     store.get_run(run_id)  # raises a clear error for an unknown run
-    entries = store.leaderboard(run_id, split=split)
+    shown = {e.candidate.id: e for e in store.leaderboard(run_id, split=split)}
     parents: dict[str, Any] = {}
     ranked = []
-    for entry in entries:
+    for entry in store.leaderboard(run_id, split="validation"):
         info = entry.candidate.strategy_info
+        on_split = shown.get(entry.candidate.id)
         row = {
             "id": entry.candidate.id,
             "fitness": entry.evaluation.fitness,
-            "score": entry.score,
-            "metrics": entry.metrics,
+            "score": on_split.score if on_split else None,
+            "metrics": on_split.metrics if on_split else {},
             "recipe_hash": entry.candidate.recipe_hash,
             "parents": list(entry.candidate.parents),
         }
@@ -40,7 +42,8 @@ def leaderboard_data(store: Store, run_id: str, split: str = "validation", limit
         ranked = ranked[:limit]
     for rank, row in enumerate(ranked, start=1):
         row["rank"] = rank
-    return {"run": run_id, "split": split, "candidates": ranked, "parents": parents}
+    return {"run": run_id, "split": split, "ranked_by": "validation fitness", "candidates": ranked,
+            "parents": parents}
 
 
 def print_leaderboard(store: Store, run_id: str, split: str = "validation", limit: int | None = 20,
@@ -50,7 +53,7 @@ def print_leaderboard(store: Store, run_id: str, split: str = "validation", limi
         print(json.dumps(data, indent=2, sort_keys=True))
         return data
     tasks = sorted({t for row in [*data["candidates"], *data["parents"].values()] for t in row["metrics"]})
-    table = Table(title=f"run {run_id} · {split} split")
+    table = Table(title=f"run {run_id} · {split} split · ranked by validation fitness")
     table.add_column("rank")
     table.add_column("candidate")
     table.add_column("score", justify="right")

@@ -20,6 +20,7 @@ mergekit does when each group is written as one of its slices.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from search_spaces.errors import RecipeError
@@ -33,7 +34,7 @@ def check_value(value: Any, where: str) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise RecipeError(f"{where}: must be a finite number, got {value}")
         return
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         if set(value) != {"groups"}:
             raise RecipeError(f"{where}: a mapping value must be {{groups: [...]}}, got keys {sorted(value)}")
         groups = value["groups"]
@@ -47,7 +48,7 @@ def check_value(value: Any, where: str) -> None:
     if isinstance(value, list | tuple):
         if not value:
             raise RecipeError(f"{where}: an empty list is not a value")
-        if all(isinstance(v, dict) and "value" in v for v in value):
+        if all(isinstance(v, Mapping) and "value" in v for v in value):
             for i, entry in enumerate(value):
                 extra = set(entry) - {"filter", "value"}
                 if extra:
@@ -77,10 +78,10 @@ def resolve(value: Any, tensor_name: str, position: float, layer: int | None, nu
     """
     if isinstance(value, bool | int | float):
         return value
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         groups = value["groups"]
         return groups[_group_index(len(groups), layer, num_layers)]
-    if value and isinstance(value[0], dict):
+    if value and isinstance(value[0], Mapping):
         for entry in value:
             flt = entry.get("filter")
             if flt is None or flt == "*" or flt in tensor_name:

@@ -104,10 +104,17 @@ def _check_parameters(recipe: Recipe, method: MergeMethod) -> None:
 
 
 def _merged_entries(recipe: Recipe, method: MergeMethod, entries: list[ModelEntry]) -> list[ModelEntry]:
-    """The entries whose tensors are merged (the base model is passed apart when the method uses one)."""
-    if method.base == "unused":
-        return entries
-    return [e for e in entries if e.model != recipe.base_model]
+    """The entries whose tensors are merged.
+
+    As in mergekit: a method that uses a base model gets it apart (its own parameters are
+    ignored); one that does not (linear) merges the base like any other input, adding it
+    with only the top-level parameters when it is not listed.
+    """
+    if method.base != "unused":
+        return [e for e in entries if e.model != recipe.base_model]
+    if recipe.base_model is not None and recipe.models and all(e.model != recipe.base_model for e in entries):
+        return [*entries, ModelEntry(recipe.base_model)]
+    return entries
 
 
 def _check_compatible(reference: Checkpoint, checkpoints: dict[str, Checkpoint]) -> None:

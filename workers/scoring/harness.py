@@ -84,6 +84,9 @@ class Scorer:
                 self._cache.popitem(last=False)
         return result
 
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
     def close(self) -> None:
         self.backend.close()
 

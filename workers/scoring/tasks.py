@@ -70,9 +70,10 @@ class TaskRunner:
         if split_name is None:
             raise ScoringConfigError(f"{where}.split: task '{spec.name}' defines no {spec.split} split "
                                      f"(validation_split: {config.validation_split}, test_split: {config.test_split})")
-        if split_name not in task.dataset:
+        splits = getattr(task, "dataset", None)
+        if hasattr(splits, "keys") and split_name not in splits:
             raise ScoringConfigError(f"{where}.split: the dataset of '{spec.name}' has no split '{split_name}' "
-                                     f"(it has {', '.join(task.dataset)})")
+                                     f"(it has {', '.join(splits)})")
         task.set_config(key="test_split", value=split_name)
 
         if spec.num_fewshot is not None:
@@ -87,6 +88,11 @@ class TaskRunner:
         self._metric_keys[spec.key] = _metric_key(task, spec, where)
         self._samples[spec.key] = _subsample(len(task.eval_docs), spec, self.settings.seed)
         self._tasks[spec.key] = task
+
+    def task(self, spec: TaskSpec):
+        """The configured lm-eval `Task` that evaluates ``spec`` (for inspection)."""
+        self.prepare([spec])
+        return self._tasks[spec.key]
 
     def documents(self, spec: TaskSpec) -> list[int] | None:
         """The evaluated document indices of ``spec`` (None: the whole split)."""
