@@ -37,11 +37,13 @@ def _store(args: argparse.Namespace, config=None):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from evolve import runner
     from evolve.config import load_config
+
+    config = load_config(args.config)  # before the heavy imports: a bad config fails at once
+
+    from evolve import runner
     from evolve.report import print_leaderboard
 
-    config = load_config(args.config)
     if args.address:
         config = config.model_copy(update={"resources": config.resources.model_copy(update={"address": args.address})})
     store = _store(args, config)

@@ -123,7 +123,7 @@ class EvalSettings:
     include_defaults: bool = False  # also index lm-eval's ~10k bundled task YAMLs (slow)
     batch_size: int = 16
     seed: int = 1234
-    device: str = "cpu"
+    device: str = "cpu"  # HF: the live model and sources; vLLM: the sources ("cpu" or the engine's)
     dtype: str | None = None  # live model dtype; None: the reference checkpoint's
     apply_chat_template: bool | str = False
     system_instruction: str | None = None

@@ -59,6 +59,9 @@ class TaskRunner:
         except KeyError:
             hint = "" if self.settings.include_path else " (no eval.include_path is set)"
             raise ScoringConfigError(f"{where}: no lm-eval task named '{spec.name}'{hint}") from None
+        except Exception as exc:  # a YAML error, a dataset that is not available offline...
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise ScoringConfigError(f"{where}: lm-eval could not load '{spec.name}': {type(exc).__name__}: {first}") from exc
         tasks = loaded["tasks"]
         if len(tasks) != 1 or loaded.get("groups"):
             raise ScoringConfigError(f"{where}: '{spec.name}' is a group or tag of {len(tasks)} tasks; "

@@ -9,8 +9,16 @@ source models once, and every candidate is merged and reloaded inside the worker
 After every swap the prefix cache is reset: its KV blocks were computed with the previous
 candidate's weights and would otherwise be reused for prompts that share a prefix.
 
-vLLM starts its engine in child processes (``spawn``), so a script that builds this backend
-needs the ``if __name__ == "__main__":`` guard. Under pytest this is already the case.
+Where the source models live: ``EvalSettings.device == "cpu"`` keeps them in the worker's CPU
+memory (merges run on the CPU, then ``reload_weights`` copies to the engine's device); any
+other value (e.g. ``"cuda"``) keeps them on the engine's own device, so merges run there.
+On a GPU, vLLM sizes its KV cache at start-up, before the sources are loaded: lower
+``gpu_memory_utilization`` enough to leave room for them (roughly the sum of the source
+checkpoints' sizes).
+
+vLLM starts its engine in child processes (``spawn``, forced on CPU), so a script that builds
+this backend needs the ``if __name__ == "__main__":`` guard. pytest's entry point and Ray's
+worker processes have one.
 """
 
 from __future__ import annotations
@@ -46,7 +54,8 @@ class VLLMBackend:
         if "worker_extension_cls" in kwargs:
             raise ValueError("engine_kwargs.worker_extension_cls is set by the vLLM backend itself")
         self.llm = LLM(model=self.reference, worker_extension_cls=EXTENSION, **kwargs)
-        for reply in self.llm.collective_rpc("merge_init", args=(list(model_paths), self.reference)):
+        sources_on = "cpu" if settings.device == "cpu" else "engine"
+        for reply in self.llm.collective_rpc("merge_init", args=(list(model_paths), self.reference, sources_on)):
             if not reply["ok"]:
                 raise RuntimeError(f"vLLM worker could not load the source models: {reply['error']}")
         self._lm = VLLMEvalLM(self.llm, batch_size=settings.batch_size, **thaw(settings.lm_kwargs))

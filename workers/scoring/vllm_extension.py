@@ -2,7 +2,7 @@
 
 vLLM mixes this class into its worker, so ``llm.collective_rpc("merge_apply", args=(...))``
 runs these methods where the model lives. The worker keeps the source models resident (on
-its own device: a GPU merges on the GPU), merges a recipe tensor by tensor and streams the
+the engine's device, so a GPU merges on the GPU; or on the CPU), merges a recipe tensor by tensor and streams the
 result into the worker's public ``reload_weights(weights_iterator=...)``, which re-runs the
 model's own weight loading and post-processing (on CPU the weights are repacked after
 loading, so copying into parameters directly would be wrong).
@@ -30,13 +30,14 @@ import torch
 class MergeExtension:
     """Worker mix-in: resident sources and in-place candidate swaps (methods prefixed merge_)."""
 
-    def merge_init(self, model_paths: list[str], reference: str) -> dict[str, Any]:
-        """Load the source models onto this worker's device, once."""
+    def merge_init(self, model_paths: list[str], reference: str, device: str = "engine") -> dict[str, Any]:
+        """Load the source models once: onto the engine's device (``"engine"``) or ``"cpu"``."""
         from workers.resident import ResidentSources
 
         try:
             start = time.perf_counter()
-            self._merge_sources = ResidentSources(list(model_paths), device=self.device)
+            where = self.device if device == "engine" else torch.device(device)
+            self._merge_sources = ResidentSources(list(model_paths), device=where)
             self._merge_reference = self._merge_sources.checkpoints[reference].index
             return {"ok": True, "seconds": time.perf_counter() - start, "error": None}
         except Exception as exc:  # noqa: BLE001 - reported to the caller, which raises it there
