@@ -71,7 +71,8 @@ def scorer_kwargs(config: RunConfig, space: ParameterSpace) -> dict[str, Any]:
 
 def execute(store: Store, run_id: str, config: RunConfig, *, resume: bool, progress: bool = True) -> RunOutcome:
     space = build_space(config, seed=config.strategy.seed)
-    strategy = make_strategy(config.strategy.name, space.dimension, config.strategy.seed, **config.strategy.settings)
+    strategy = make_strategy(config.strategy.name, space.dimension, config.strategy.seed,
+                             num_workers=config.resources.workers, **config.strategy.settings)
     connect(config.resources.address, num_cpus=None)
     if config.evaluation.backend == "analytic":
         factory, kwargs = ANALYTIC_FACTORY, dict(config.evaluation.engine_kwargs)

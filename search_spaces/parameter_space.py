@@ -19,7 +19,8 @@ coordinate ``x`` to ``lower + x * (upper - lower)``.
     x2 = space.encode(recipe)  # space.decode(x2) == recipe
 
 Genome layout. Coordinates are ordered layer group first, then tensor kind (the listed kinds,
-then the default for other tensors), then model, then parameter:
+then the default for other tensors), then model, then parameter (sorted by name, so the layout
+never depends on the key order of a serialised mapping):
 ``index = ((group * n_kinds + kind) * n_models + model) * n_params + param``. Early layers
 therefore come first, so a crossover split point (M2N2) separates early layers from late ones.
 
@@ -248,23 +249,31 @@ class ParameterSpace:
         """
         where = "recipe"
         if recipe.merge_method != self.merge_method:
-            raise RecipeError(f"{where}.merge_method: '{recipe.merge_method}', but the space searches '{self.merge_method}'")
+            raise RecipeError(
+                f"{where}.merge_method: '{recipe.merge_method}', but the space searches '{self.merge_method}'"
+            )
         if recipe.slices or not recipe.models:
             raise RecipeError(f"{where}: a parameter-space recipe lists 'models', not 'slices'")
         if recipe.base_model != self.base_model:
             raise RecipeError(f"{where}.base_model: '{recipe.base_model}', but the space uses '{self.base_model}'")
         paths = tuple(e.model for e in recipe.models)
         if paths != self.models:
-            raise RecipeError(f"{where}.models: {list(paths)}, but the space merges {list(self.models)} (in that order)")
+            raise RecipeError(
+                f"{where}.models: {list(paths)}, but the space merges {list(self.models)} (in that order)"
+            )
         if thaw(recipe.parameters) != thaw(self.parameters):
-            raise RecipeError(f"{where}.parameters: {thaw(recipe.parameters)} differ from the space's fixed {thaw(self.parameters)}")
+            raise RecipeError(
+                f"{where}.parameters: {thaw(recipe.parameters)} differ from the space's fixed {thaw(self.parameters)}"
+            )
         grid = np.empty(self.shape, dtype=np.float64)
         searched = {p.name for p in self.search}
         for m, entry in enumerate(recipe.models):
             at = f"{where}.models[{m}].parameters"
             fixed = {k: v for k, v in thaw(entry.parameters).items() if k not in searched}
             if fixed != thaw(self.model_parameters):
-                raise RecipeError(f"{at}: fixed parameters {fixed} differ from the space's {thaw(self.model_parameters)}")
+                raise RecipeError(
+                    f"{at}: fixed parameters {fixed} differ from the space's {thaw(self.model_parameters)}"
+                )
             for p, sp in enumerate(self.search):
                 if sp.name not in entry.parameters:
                     raise RecipeError(f"{at}.{sp.name}: missing (the space searches it)")
@@ -354,7 +363,9 @@ class ParameterSpace:
             for i, entry in enumerate(value):
                 flt = entry.get("filter")
                 if flt not in self.kind_slots:
-                    raise RecipeError(f"{where}[{i}].filter: '{flt}' is not one of the space's kinds {list(self.kinds)}")
+                    raise RecipeError(
+                        f"{where}[{i}].filter: '{flt}' is not one of the space's kinds {list(self.kinds)}"
+                    )
                 if flt in by_filter:
                     raise RecipeError(f"{where}[{i}].filter: '{flt}' appears twice")
                 by_filter[flt] = (i, entry["value"])
@@ -419,16 +430,20 @@ def _validated(where: str, **f: Any) -> dict[str, Any]:
         at = f"{where}.search.{sp.name}"
         if not sp.name:
             raise UserError(f"{where}.search: a parameter name is empty")
-        if not (_is_number(sp.lower) and _is_number(sp.upper)) or not (math.isfinite(sp.lower) and math.isfinite(sp.upper)):
+        if not all(_is_number(b) and math.isfinite(b) for b in (sp.lower, sp.upper)):
             raise UserError(f"{at}: bounds must be finite numbers, got [{sp.lower!r}, {sp.upper!r}]")
-        if not sp.lower < sp.upper:
-            raise UserError(f"{at}: lower bound {sp.lower} must be below upper bound {sp.upper}")
-        if sp.name in _FRACTIONS and not (0 < sp.lower and sp.upper <= 1):
-            raise UserError(f"{at}: [{sp.lower}, {sp.upper}] must lie inside (0, 1] ({sp.name} is a kept fraction)")
-        normalized.append(SearchedParameter(sp.name, float(sp.lower), float(sp.upper)))
+        lower, upper = float(sp.lower), float(sp.upper)
+        if not lower < upper:
+            raise UserError(f"{at}: lower bound {lower} must be below upper bound {upper}")
+        if sp.name in _FRACTIONS and not (0 < lower and upper <= 1):
+            raise UserError(f"{at}: [{lower}, {upper}] must lie inside (0, 1] ({sp.name} is a kept fraction)")
+        normalized.append(SearchedParameter(sp.name, lower, upper))
     names = [sp.name for sp in normalized]
     if len(set(names)) != len(names):
         raise UserError(f"{where}.search: each parameter may appear only once")
+    # Canonical order: the genome layout must not depend on how a mapping's keys were ordered
+    # when a config or a store serialised it.
+    normalized.sort(key=lambda sp: sp.name)
 
     fixed = {}
     for key in ("parameters", "model_parameters"):

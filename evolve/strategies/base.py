@@ -25,7 +25,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -161,7 +161,7 @@ class Strategy(ABC):
     Every random draw must come from state seeded by ``seed`` (e.g. ``self.rng``).
     """
 
-    name: ClassVar[str] = "strategy"
+    name: str = "strategy"  # registry name; NevergradStrategy sets the optimizer's per instance
 
     def __init__(self, dimension: int, seed: int = 0, *, failure_fitness: float | None = None) -> None:
         if not isinstance(dimension, int) or isinstance(dimension, bool) or dimension < 1:
@@ -200,7 +200,9 @@ class Strategy(ABC):
         if not isinstance(result, Result):
             raise TypeError(f"tell: expected a Result, got {type(result).__name__}")
         if candidate_id not in self._candidates:
-            raise UnknownCandidateError(f"tell: candidate '{candidate_id}' was never asked by this {self.name} strategy")
+            raise UnknownCandidateError(
+                f"tell: candidate '{candidate_id}' was never asked by this {self.name} strategy"
+            )
         if candidate_id in self._results:
             raise AlreadyToldError(f"tell: candidate '{candidate_id}' was already told")
         result = result.normalized()
@@ -273,7 +275,9 @@ class Strategy(ABC):
                     result = Result.from_dict(result)
                 self.tell(str(event[1]), result)
             else:
-                raise StrategyError(f"replay: event {k}: expected ('ask', genome) or ('tell', id, result), got {event!r}")
+                raise StrategyError(
+                    f"replay: event {k}: expected ('ask', genome) or ('tell', id, result), got {event!r}"
+                )
         return self
 
     # -- introspection ------------------------------------------------------------------
@@ -281,6 +285,10 @@ class Strategy(ABC):
     def pending(self) -> tuple[Candidate, ...]:
         """Candidates asked and not yet told, oldest first."""
         return tuple(self._pending.values())
+
+    @property
+    def num_pending(self) -> int:
+        return len(self._pending)
 
     @property
     def num_asked(self) -> int:

@@ -141,14 +141,15 @@ class M2N2Strategy(Strategy):
         self._fitness: dict[str, float] = {}
         self._layout: tuple[tuple[str, int], ...] | None = None
         self._num_dropped = 0
+        self._generations: dict[str, int] = {}  # candidate id -> 0 for initial, 1 + parents' max
 
     # -- ask ---------------------------------------------------------------------------------
     def _ask(self) -> Proposal | None:
         if len(self._archive) + len(self._initial_pending) < self.archive_size:
             k = self._num_initial
             if k < len(self._seeds):
-                return Proposal(self._seeds[k], info={"origin": "seed", "seed_index": k})
-            return Proposal(self.rng.random(self.dimension), info={"origin": "random"})
+                return Proposal(self._seeds[k], info={"origin": "seed", "seed_index": k, "generation": 0})
+            return Proposal(self.rng.random(self.dimension), info={"origin": "random", "generation": 0})
         if len(self._archive) < 2:
             return None  # wait for results; no state touched
         scores = self._matrix()
@@ -162,9 +163,12 @@ class M2N2Strategy(Strategy):
         child = crossover(self.candidate(id1).array, self.candidate(id2).array, split, w)
         if self.mutation_std > 0:
             child = np.clip(child + self.rng.normal(0.0, self.mutation_std, self.dimension), 0.0, 1.0)
-        return Proposal(child, parents=(id1, id2), info={"origin": "child", "split": split, "w": w})
+        generation = 1 + max(self._generations[id1], self._generations[id2])
+        info = {"origin": "child", "split": split, "w": w, "generation": generation}
+        return Proposal(child, parents=(id1, id2), info=info)
 
     def _on_asked(self, candidate: Candidate, proposal: Proposal) -> None:
+        self._generations[candidate.id] = int(proposal.info["generation"])
         if proposal.info.get("origin") in ("seed", "random"):
             self._num_initial += 1
             self._initial_pending.add(candidate.id)
@@ -196,7 +200,7 @@ class M2N2Strategy(Strategy):
 
     # -- helpers -----------------------------------------------------------------------------
     def _flatten(self, result: Result) -> tuple[tuple[tuple[str, int], ...], np.ndarray]:
-        samples = result.samples if result.samples is not None else {"<fitness>": [result.fitness]}
+        samples = result.samples if result.samples else {"<fitness>": [result.fitness]}
         tasks = sorted(samples)
         layout = tuple((t, len(samples[t])) for t in tasks)
         vector = np.concatenate([np.asarray(samples[t], dtype=np.float64) for t in tasks]) if tasks else np.zeros(0)

@@ -68,7 +68,16 @@ def genome_parametrization(dimension: int, seed: int, start: float = 0.5) -> ng.
 
 
 class NevergradStrategy(Strategy):
-    """Any optimizer of ``ng.optimizers.registry`` by name, e.g. "NGOpt", "DE", "PSO"."""
+    """Any optimizer of ``ng.optimizers.registry`` by name, e.g. "NGOpt", "DE", "PSO".
+
+    ``num_workers`` is nevergrad's: how many candidates may be in flight at once. `ask` never
+    exceeds it (it returns fewer candidates until results come back), because several
+    nevergrad optimizers are sequential underneath (NGOpt may pick Cobyla, whose second
+    outstanding ask blocks forever). The driver should pass its number of evaluation workers;
+    the default 1 is safe but serial. None lifts the cap (nevergrad is then told 1 worker):
+    only for optimizers known to take any number of asks in flight, like CMA.
+    ``budget``: the run's number of evaluations; NGOpt and its family require it.
+    """
 
     name = "nevergrad"
 
@@ -79,7 +88,7 @@ class NevergradStrategy(Strategy):
         *,
         optimizer: str = "NGOpt",
         budget: int | None = None,
-        num_workers: int = 1,
+        num_workers: int | None = 1,
         failure_fitness: float | None = None,
     ) -> None:
         self.optimizer_name = resolve_optimizer_name(optimizer)
@@ -87,32 +96,43 @@ class NevergradStrategy(Strategy):
             self.name = self.optimizer_name
         super().__init__(dimension, seed, failure_fitness=failure_fitness)
         _check_positive("budget", budget, allow_none=True)
-        _check_positive("num_workers", num_workers)
+        _check_positive("num_workers", num_workers, allow_none=True)
         self.budget = budget
-        self.num_workers = num_workers
+        self.max_in_flight = num_workers  # None: no cap
+        self.num_workers = num_workers or 1
         self._handles: dict[str, Any] = {}
-        self.optimizer = self._factory()(
-            parametrization=genome_parametrization(dimension, seed, self._start()),
-            budget=budget,
-            num_workers=num_workers,
-        )
+        self.optimizer = self._instantiate()
         self._probe()
+
+    def _instantiate(self) -> Any:
+        try:
+            return self._factory()(
+                parametrization=genome_parametrization(self.dimension, self.seed, self._start()),
+                budget=self.budget,
+                num_workers=self.num_workers,
+            )
+        except Exception as exc:  # noqa: BLE001 - nevergrad rejects settings with assorted errors
+            self._bad_settings(exc)
 
     def _probe(self) -> None:
         """Fail at configuration time, not mid-run: ask a throwaway copy for one point."""
-        probe = self._factory()(
-            parametrization=genome_parametrization(self.dimension, self.seed, self._start()),
-            budget=self.budget,
-            num_workers=self.num_workers,
-        )
+        probe = self._instantiate()
         try:
             probe.ask()
         except Exception as exc:  # noqa: BLE001 - nevergrad signals bad settings with asserts
-            hint = " (this optimizer needs 'budget': the run's number of evaluations)" if self.budget is None else ""
-            raise UserError(
-                f"strategy '{self.optimizer_name}': nevergrad cannot run it with budget={self.budget}, "
-                f"num_workers={self.num_workers}{hint}: {type(exc).__name__}: {exc}"
-            ) from None
+            self._bad_settings(exc)
+
+    def _bad_settings(self, exc: Exception) -> None:
+        hint = ""
+        if self.budget is None and isinstance(exc, AssertionError):
+            hint = " (it needs 'budget': the run's number of evaluations)"
+        elif "parallel" in str(exc):
+            hint = " (it is sequential: set num_workers to 1)"
+        detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        raise UserError(
+            f"strategy '{self.optimizer_name}': nevergrad cannot run it with budget={self.budget}, "
+            f"num_workers={self.num_workers}{hint}; {detail}"
+        ) from None
 
     def _factory(self) -> Any:
         """The nevergrad optimizer class or configured optimizer to instantiate."""
@@ -121,10 +141,16 @@ class NevergradStrategy(Strategy):
     def _start(self) -> float:
         return 0.5
 
-    def _ask(self) -> Proposal:
+    def _ask(self) -> Proposal | None:
+        if self.max_in_flight is not None and self.num_pending >= self.max_in_flight:
+            return None  # nevergrad's contract: at most num_workers points in flight
         handle = self.optimizer.ask()
         genome = np.clip(np.asarray(handle.value, dtype=np.float64), 0.0, 1.0)
-        return Proposal(genome=genome, handle=handle)
+        return Proposal(genome=genome, info={"generation": self._generation(handle)}, handle=handle)
+
+    def _generation(self, handle: Any) -> int:
+        """Lineage depth nevergrad keeps on its candidates (0 for sampled ones)."""
+        return max(int(getattr(handle, "generation", 1)) - 1, 0)
 
     def _on_asked(self, candidate: Candidate, proposal: Proposal) -> None:
         self._handles[candidate.id] = proposal.handle
@@ -134,7 +160,7 @@ class NevergradStrategy(Strategy):
         self.optimizer.tell(handle, -float(fitness))  # nevergrad minimizes
 
     def _state(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer_name, "budget": self.budget, "num_workers": self.num_workers}
+        return {"optimizer": self.optimizer_name, "budget": self.budget, "num_workers": self.max_in_flight}
 
 
 class CMAStrategy(NevergradStrategy):
@@ -144,7 +170,11 @@ class CMAStrategy(NevergradStrategy):
     takes its step size in standardized units (1 unit = 1/6 of a coordinate here) and, for a
     fully bounded space, multiplies it by 0.3 (d < 18) or 0.15; we set its ``scale`` so that
     the step CMA actually starts with is ``sigma0``, and check that it did.
-    ``popsize`` defaults to nevergrad's ``4 + int(3 ln d)``.
+    ``popsize`` defaults to nevergrad's ``4 + int(3 ln d)``, raised to ``num_workers`` if below.
+    ``num_workers`` defaults to None: no cap on candidates in flight (nevergrad's CMA samples a
+    new population when one runs out and tells pycma every ``popsize`` results, whichever
+    generation they came from); give it to cap them. Candidates carry ``info["generation"]``:
+    the CMA generation (pycma iteration) they were sampled in.
     """
 
     name = "cma"
@@ -160,13 +190,13 @@ class CMAStrategy(NevergradStrategy):
         diagonal: bool = False,
         elitist: bool = False,
         budget: int | None = None,
-        num_workers: int = 1,
+        num_workers: int | None = None,
         failure_fitness: float | None = None,
     ) -> None:
         if not isinstance(sigma0, int | float) or not 0 < sigma0 <= 1:
             raise UserError(f"cma.sigma0: must be in (0, 1] (genome units), got {sigma0!r}")
-        if not isinstance(start, int | float) or not 0 <= start <= 1:
-            raise UserError(f"cma.start: must be in [0, 1], got {start!r}")
+        if not isinstance(start, int | float) or not 0 < start < 1:
+            raise UserError(f"cma.start: must be inside (0, 1), got {start!r}")
         _check_positive("popsize", popsize, allow_none=True, minimum=2)
         if dimension == 1:
             raise UserError(
@@ -201,6 +231,9 @@ class CMAStrategy(NevergradStrategy):
 
     def _probe(self) -> None:
         pass  # CMA is known to work; its es is built (and checked) below
+
+    def _generation(self, handle: Any) -> int:
+        return int(self.optimizer._es.countiter)  # not `.es`: that property may restart the ES
 
     def _state(self) -> dict[str, Any]:
         es = self.optimizer._es  # already built in __init__

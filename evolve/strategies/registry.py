@@ -34,10 +34,18 @@ def settings_of(name: str) -> list[str]:
     return _keywords(cls)
 
 
-def make_strategy(name: str, space_dimension: int, seed: int = 0, **settings: Any) -> Strategy:
-    """A fresh strategy; unknown names or settings raise `UserError` naming the known ones."""
+def make_strategy(
+    name: str, space_dimension: int, seed: int = 0, *, num_workers: int | None = None, **settings: Any
+) -> Strategy:
+    """A fresh strategy; unknown names or settings raise `UserError` naming the known ones.
+
+    ``num_workers`` (the driver's parallelism) goes to the strategies that take it (nevergrad's
+    cap candidates in flight at it) and is ignored by the others (random, m2n2).
+    """
     cls, optimizer = _resolve(name)
     known = _keywords(cls)
+    if num_workers is not None and "num_workers" in known:
+        settings = {"num_workers": num_workers, **settings}
     unknown = sorted(set(settings) - set(known))
     if unknown:
         raise UserError(f"strategy '{name}': unknown setting '{unknown[0]}' (known: {', '.join(known)})")

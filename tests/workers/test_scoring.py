@@ -225,3 +225,23 @@ def test_bad_settings_raise_before_any_candidate(scorer, recipes):
         scorer.score(recipes["base"], [TaskSpec("syn_gen", metric="acc")])
     with pytest.raises(ScoringConfigError, match="no filter 'strict'"):
         scorer.score(recipes["base"], [TaskSpec("syn_gen", metric="exact_match,strict")])
+
+
+def test_a_broken_engine_raises_instead_of_failing_every_later_candidate(scorer, recipes):
+    from workers.scoring import EngineError
+
+    class Broken:
+        name = "broken"
+        lm = None
+
+        def load(self, recipe):
+            raise EngineError("reload stopped half way")
+
+        def recover(self):
+            pass
+
+        def fatal(self, exc):
+            return isinstance(exc, EngineError)
+
+    with pytest.raises(EngineError, match="restart the worker"):
+        Scorer(Broken(), scorer.settings).score(recipes["base"], TASKS[:1])

@@ -121,3 +121,10 @@ def test_a_recipe_that_does_not_fit_the_engine_is_refused_before_loading(engine,
     assert result.kind == "merge_error" and "does not fit the live engine" in result.reason
     engine.clear_cache()
     assert engine.score(recipes["base"], TASKS[:1]).tasks[0].value == pytest.approx(0.5)
+
+
+def test_a_dead_engine_is_fatal(engine):
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    assert engine.backend.fatal(EngineDeadError())
+    assert not engine.backend.fatal(ValueError("a bad candidate"))

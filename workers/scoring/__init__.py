@@ -22,7 +22,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from workers.scoring.result import EvalFailure, Score, TaskResult  # noqa: E402
+from workers.scoring.result import EngineError, EvalFailure, Score, TaskResult  # noqa: E402
 from workers.scoring.spec import EvalSettings, ScoringConfigError, TaskSpec  # noqa: E402
 
 
@@ -35,4 +35,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'workers.scoring' has no attribute '{name}'")
 
 
-__all__ = ["EvalFailure", "EvalSettings", "Score", "Scorer", "ScoringConfigError", "TaskResult", "TaskSpec"]
+__all__ = [
+    "EngineError", "EvalFailure", "EvalSettings", "Score", "Scorer", "ScoringConfigError", "TaskResult", "TaskSpec",
+]

@@ -37,6 +37,9 @@ class Backend(Protocol):
     def recover(self) -> None:
         """Release what a failed evaluation left behind (e.g. the CUDA cache after an OOM)."""
 
+    def fatal(self, exc: BaseException) -> bool:
+        """Whether ``exc`` left the backend unusable (see `EngineError`)."""
+
     def close(self) -> None: ...
 
 

@@ -9,7 +9,9 @@ A candidate's own failures come back as an `EvalFailure` with a kind and a one-l
 - ``invalid_score``: a fitness term came out NaN or inf.
 
 After a failure the backend releases what it can, and the next candidate overwrites every
-weight, so the worker stays usable. Bad settings (an unknown task, metric or split) are not
+weight, so the worker stays usable. The one exception: when the engine itself is broken (a
+dead vLLM engine core, a weight reload that stopped half way), `score` raises `EngineError`,
+since no later candidate could be scored here either: the worker must be restarted. Bad settings (an unknown task, metric or split) are not
 a candidate's failure: they raise `ScoringConfigError` before any candidate is touched.
 
 Results are cached in process by recipe hash and task settings: an identical recipe is never
@@ -28,7 +30,7 @@ from collections.abc import Sequence
 from search_spaces.errors import UserError
 from search_spaces.recipe import Recipe
 from workers.scoring.backend import Backend, is_oom
-from workers.scoring.result import DETERMINISTIC_FAILURES, EvalFailure, Score, TaskResult
+from workers.scoring.result import DETERMINISTIC_FAILURES, EngineError, EvalFailure, Score, TaskResult
 from workers.scoring.spec import EvalSettings, TaskSpec
 from workers.scoring.tasks import TaskRunner
 
@@ -124,6 +126,9 @@ class Scorer:
 
     def _failure(self, exc: Exception, recipe_hash: str, merge_seconds: float = 0.0, eval_seconds: float = 0.0,
                  *, during: str) -> EvalFailure:
+        if self.backend.fatal(exc):
+            raise EngineError(f"the {self.backend.name} engine is unusable after candidate {recipe_hash} "
+                              f"({type(exc).__name__} during {during}: {exc}); restart the worker") from exc
         if is_oom(exc):
             kind = "oom"
         elif during == "merge":

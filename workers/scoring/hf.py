@@ -15,6 +15,7 @@ from search_spaces.recipe import Recipe, thaw
 from workers.plan import TORCH_DTYPES
 from workers.resident import ResidentSources
 from workers.scoring.backend import LoadReport, non_finite, release_memory
+from workers.scoring.result import EngineError
 from workers.scoring.spec import EvalSettings
 
 
@@ -51,6 +52,9 @@ class HFBackend:
 
     def recover(self) -> None:
         release_memory(self.settings.device)
+
+    def fatal(self, exc: BaseException) -> bool:
+        return isinstance(exc, EngineError)
 
     def close(self) -> None:
         self._lm = None

@@ -19,14 +19,22 @@ FailureKind = Literal[
 DETERMINISTIC_FAILURES: frozenset[str] = frozenset({"non_finite", "merge_error", "invalid_score"})
 
 
+class EngineError(RuntimeError):
+    """The live engine is broken (not the candidate's fault alone): the worker must be restarted.
+
+    `Scorer.score` raises it instead of returning an `EvalFailure`, because no later candidate
+    could be scored by this worker either.
+    """
+
+
 @dataclass(frozen=True)
 class TaskResult:
     """One task's outcome: every aggregate metric lm-eval reported, and per-sample scores.
 
     ``samples[i]`` is the fitness metric on document ``doc_ids[i]`` of the evaluated split
-    (ordered by document id), as a float: 0/1 for exact match and accuracy, the
-    log-likelihood for ``perplexity``, and log-likelihood per word/byte for the rolling
-    perplexities (higher is better everywhere except where lm-eval's own aggregate says).
+    (ordered by document id), as a float that is higher-is-better: 0/1 for exact match and
+    accuracy, the log-likelihood for ``perplexity``, the log-likelihood per word or byte for
+    the rolling perplexities (whose aggregate ``value`` is lower-is-better, as in lm-eval).
     """
 
     name: str

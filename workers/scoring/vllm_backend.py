@@ -26,13 +26,10 @@ from __future__ import annotations
 from search_spaces.errors import RecipeError
 from search_spaces.recipe import Recipe, thaw
 from workers.scoring.backend import LoadReport
+from workers.scoring.result import EngineError
 from workers.scoring.spec import EvalSettings
 
 EXTENSION = "workers.scoring.vllm_extension.MergeExtension"
-
-
-class EngineError(RuntimeError):
-    """The engine could not take a candidate and may be unusable; the worker should restart it."""
 
 
 class VLLMBackend:
@@ -82,6 +79,12 @@ class VLLMBackend:
         # Nothing of a failed evaluation stays in the engine: requests finish or are aborted
         # by LLM.generate itself, and the next load() rewrites every weight.
         self.llm.reset_prefix_cache()
+
+    def fatal(self, exc: BaseException) -> bool:
+        # A dead engine core (e.g. after a CUDA OOM inside a forward pass) fails every later call.
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        return isinstance(exc, EngineError | EngineDeadError)
 
     def close(self) -> None:
         llm, self.llm, self._lm = self.llm, None, None

@@ -90,6 +90,8 @@ class Phase:
     embedding_rows: Iterable[int] | None = None
     warmup: int = 50
     seed: int = 0
+    # NEFTune-style noise on the input embeddings while training, relative to their RMS.
+    embedding_noise: float = 0.0
 
 
 def train(model, phase: Phase, progress: Callable[[int], None] | None = None) -> list[float]:
@@ -117,6 +119,14 @@ def train(model, phase: Phase, progress: Callable[[int], None] | None = None) ->
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    hook = None
+    if phase.embedding_noise > 0:
+
+        def add_noise(_module, _inputs, out):
+            rms = out.detach().pow(2).mean(-1, keepdim=True).sqrt()
+            return out + phase.embedding_noise * rms * torch.randn_like(out)
+
+        hook = model.get_input_embeddings().register_forward_hook(add_noise)
     model.train()
     losses = []
     for step in range(phase.steps):
@@ -132,6 +142,8 @@ def train(model, phase: Phase, progress: Callable[[int], None] | None = None) ->
         losses.append(out.loss.item())
         if progress is not None:
             progress(step)
+    if hook is not None:
+        hook.remove()
     model.eval()
     for p in model.parameters():
         p.requires_grad_(True)
