@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -58,30 +59,37 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
 
 
 class TensorReader:
-    """Reads tensors by name across shards, keeping one file handle per shard."""
+    """Reads tensors by name across shards; safe to call from several threads (positional reads)."""
 
     def __init__(self, index: dict[str, TensorInfo]):
         self.index = index
-        self._files: dict[Path, BinaryIO] = {}
+        self._fds: dict[Path, int] = {}
+        self._lock = threading.Lock()
+
+    def _fd(self, path: Path) -> int:
+        with self._lock:
+            fd = self._fds.get(path)
+            if fd is None:
+                fd = self._fds[path] = os.open(path, os.O_RDONLY)
+            return fd
 
     def read(self, name: str) -> torch.Tensor:
         info = self.index[name]
-        f = self._files.get(info.file)
-        if f is None:
-            f = self._files[info.file] = open(info.file, "rb", buffering=0)
         out = torch.empty(info.shape, dtype=info.dtype)
-        if info.nbytes:
-            f.seek(info.start)
-            view = memoryview(out.view(-1).view(torch.uint8).numpy())
-            got = f.readinto(view)
-            if got != info.nbytes:
-                raise OSError(f"{info.file}: truncated tensor '{name}' ({got} of {info.nbytes} bytes)")
+        view = memoryview(out.view(-1).view(torch.uint8).numpy())
+        fd, done = self._fd(info.file), 0
+        while done < info.nbytes:
+            got = os.preadv(fd, [view[done:]], info.start + done)
+            if got == 0:
+                raise OSError(f"{info.file}: truncated tensor '{name}' ({done} of {info.nbytes} bytes)")
+            done += got
         return out
 
     def close(self) -> None:
-        for f in self._files.values():
-            f.close()
-        self._files.clear()
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
 
     def __enter__(self) -> TensorReader:
         return self
@@ -177,9 +185,3 @@ class ShardedWriter:
             weight_map = {t.name: self.files[i] for i, shard in enumerate(self.shards) for t in shard}
             index = {"metadata": {"total_size": sum(t.nbytes for t in self.order)}, "weight_map": weight_map}
             (self.directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-        for name in self.files:
-            fd = os.open(self.directory / name, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)

@@ -98,7 +98,6 @@ def test_passthrough_slices_stack_layers(family, tmp_path):
         {"sources": [{"model": str(family[1]), "layer_range": [0, 2]}]},
         {"sources": [{"model": str(family[2]), "layer_range": [1, 3]}]},
     ]})
-    pytest.importorskip("workers.merge_methods.passthrough")
     out = merge_to_disk(recipe, tmp_path / "stack", progress=False)
     merged, a, b = load_dir(out), load_dir(family[1]), load_dir(family[2])
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 4
