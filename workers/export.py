@@ -61,7 +61,7 @@ def _stream_merges(plan: MergePlan, read: Callable[[Any], torch.Tensor],
     """Merged tensors in plan order, computed by a few threads ahead of the writer.
 
     Each thread reads one merge's inputs and merges them with single-threaded torch ops;
-    at most ``threads + 1`` merges are in flight, which bounds memory to a few tensors.
+    at most ``threads`` merges are in flight, which bounds memory to a few tensors.
     On few cores this beats torch's own intra-op threads on these element-wise kernels,
     and it overlaps reading, merging and writing.
     """
@@ -77,7 +77,7 @@ def _stream_merges(plan: MergePlan, read: Callable[[Any], torch.Tensor],
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="merge") as pool:
-            ahead = deque((m, pool.submit(job, m)) for m in islice(todo, threads + 1))
+            ahead = deque((m, pool.submit(job, m)) for m in islice(todo, threads))
             while ahead:
                 merge, future = ahead.popleft()
                 merged = future.result()
