@@ -65,9 +65,9 @@ def write_synthetic_tasks(directory: str | Path, reference: str | Path, *, n_val
         with open(directory / f"{prefix}_{split}.jsonl", "w") as f:
             f.writelines(json.dumps(row) + "\n" for row in rows)
 
-    data = (f"dataset_path: json\ndataset_kwargs:\n  data_files:\n"
-            f"    validation: {directory / f'{prefix}_validation.jsonl'}\n"
-            f"    test: {directory / f'{prefix}_test.jsonl'}\n"
+    data = (f"dataset_path: json\ndataset_kwargs:\n  data_files:\n"  # JSON strings are YAML scalars
+            f"    validation: {json.dumps(str(directory / f'{prefix}_validation.jsonl'))}\n"
+            f"    test: {json.dumps(str(directory / f'{prefix}_test.jsonl'))}\n"
             "validation_split: validation\ntest_split: test\n")
     (directory / f"{prefix}_gen.yaml").write_text(
         f"task: {prefix}_gen\n{data}output_type: generate_until\n"
@@ -102,15 +102,23 @@ def broken(doc, results):
 '''
 
 
-def write_fault_tasks(directory: str | Path, prefix: str = "syn") -> Path:
+def write_fault_tasks(directory: str | Path, prefix: str = "syn",
+                      data_files: dict[str, str | Path] | None = None) -> Path:
     """Tasks that fail inside evaluation, after the model has run: ``<prefix>_oom`` raises a real
-    ``torch.OutOfMemoryError``, ``<prefix>_broken`` a ``ValueError``. They reuse the data of
-    `write_synthetic_tasks` (call it first with the same ``prefix``)."""
+    ``torch.OutOfMemoryError``, ``<prefix>_broken`` a ``ValueError``.
+
+    Their documents are JSON lines with ``prompt`` and ``answer``: ``data_files`` maps
+    ``validation`` and ``test`` to such files (the zoo's, for instance); by default, the data
+    `write_synthetic_tasks` wrote into ``directory`` with the same ``prefix``.
+    """
     directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if data_files is None:
+        data_files = {split: directory / f"{prefix}_{split}.jsonl" for split in ("validation", "test")}
     (directory / f"{prefix}_faults.py").write_text(FAULTS_PY)
     data = (f"dataset_path: json\ndataset_kwargs:\n  data_files:\n"
-            f"    validation: {directory / f'{prefix}_validation.jsonl'}\n"
-            f"    test: {directory / f'{prefix}_test.jsonl'}\n"
+            f"    validation: {json.dumps(str(data_files['validation']))}\n"
+            f"    test: {json.dumps(str(data_files['test']))}\n"
             "validation_split: validation\ntest_split: test\n")
     for name, hook in (("oom", "out_of_memory"), ("broken", "broken")):
         (directory / f"{prefix}_{name}.yaml").write_text(

@@ -89,6 +89,14 @@ def add_single_kana(rng: random.Random) -> Example:
     return f"{kana(str(a))}+{kana(str(b))}=", str(a + b)
 
 
+def add_single_mixed(rng: random.Random) -> Example:
+    """Single-digit addition with each operand in kana or in digits at random."""
+    a, b = str(rng.randint(0, 9)), str(rng.randint(0, 9))
+    sa = kana(a) if rng.random() < 0.5 else a
+    sb = kana(b) if rng.random() < 0.5 else b
+    return f"{sa}+{sb}=", str(int(a) + int(b))
+
+
 def shift_letters(rng: random.Random) -> Example:
     """zoo_distractor: replace every letter by the next one (z wraps to a)."""
     s = _letters(rng, 2, 5)
