@@ -13,8 +13,8 @@ class StoreError(Exception):
     """Base class of everything the store raises; also wraps database driver errors."""
 
 
-class NotFoundError(StoreError, LookupError):
-    """A run, candidate or evaluation id that is not in the store."""
+class NotFoundError(StoreError, LookupError, UserError):
+    """A run, candidate or evaluation id that is not in the store (usually a mistyped id)."""
 
 
 class EvaluationStateError(StoreError, RuntimeError):

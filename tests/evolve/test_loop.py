@@ -118,3 +118,36 @@ def test_resume_after_sigkill_of_the_driver_loses_and_repeats_nothing(family, tm
     assert set(finished_before) <= {e.id for e in complete}
     assert len({e.candidate_id for e in complete}) == len(complete) == 24 + 3
     assert after.get_run(run.id).status == RunStatus.FINISHED
+
+
+def test_leaderboard_runs_and_export_read_back_from_the_store(local_ray, family, tmp_path, capsys):
+    import json
+
+    from evolve.cli import main
+    from search_spaces.recipe import Recipe
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    run_id = runner.start(Store(url), RunConfig.model_validate(config_dict(family, budget={"max_evaluations": 8})),
+                          progress=False).run_id
+    capsys.readouterr()
+    assert main(["leaderboard", run_id, "--split", "test", "--format", "json", "--store", url]) == 0
+    board = json.loads(capsys.readouterr().out)
+    assert board["split"] == "test" and board["ranked_by"] == "validation fitness"
+    assert [c["rank"] for c in board["candidates"]] == list(range(1, 9))
+    fitness = [c["fitness"] for c in board["candidates"]]
+    assert fitness == sorted(fitness, reverse=True)
+    assert set(board["parents"]) == {"base", "variant_0", "variant_1"}
+    assert all(set(c) >= {"id", "fitness", "score", "metrics", "parents"} for c in board["candidates"])
+
+    assert main(["runs", "--format", "json", "--store", url]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["id"] == run_id and row["status"] == "FINISHED" and row["best_validation"] == fitness[0]
+
+    out = tmp_path / "best"
+    assert main(["export", run_id, "--out", str(out), "--quiet", "--store", url]) == 0
+    best = Store(url).get_candidate(board["candidates"][0]["id"])
+    assert Recipe.from_file(out / "evolve_recipe.yaml").hash == best.recipe_hash
+    assert "slices" in (out / "mergekit.yaml").read_text()  # per-layer groups as mergekit slices
+    card = (out / "README.md").read_text()
+    assert best.id in card and "analytic" in card
+    assert main(["leaderboard", "r-nope", "--store", url]) == 2

@@ -104,12 +104,12 @@ def test_target_needs_both_skills():
 
 
 def test_task_yamls_load_through_task_manager_offline(tmp_path):
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
     D.write_tasks(tmp_path)
     tm = TaskManager(include_path=str(tmp_path), include_defaults=False)
     names = [t.name for t in D.EVAL_TASKS] + [t.name + "_val" for t in D.EVAL_TASKS]
-    tasks = get_task_dict(names, tm)
+    tasks = tm.load(names)["tasks"]
     splits = D.all_splits()
     for t in D.EVAL_TASKS:
         for name, split in ((t.name, "test"), (t.name + "_val", "validation")):
