@@ -11,8 +11,9 @@ For each backend, one script measures:
 - **evaluations per minute**: full ``Scorer.score`` calls (switch + lm-eval) on one task, each
   on a distinct recipe, so nothing is served from the cache.
 
-Models are a synthetic Llama family (``--shape``), or your own (``--models base a b``, same
-architecture, with ``--include-path``/``--task`` naming an lm-eval task they can run).
+Models are a synthetic Llama family (``--shape``), the embedded zoo (``--zoo``, task
+``zoo_arith``), or your own (``--models base a b``, same architecture, with
+``--include-path``/``--task`` naming an lm-eval task they can run).
 Run (the ``__main__`` guard matters: vLLM spawns processes):
 
     .venv/bin/python benchmarks/candidate_switch.py [--shape small] [--backends hf,vllm]
@@ -40,7 +41,7 @@ SHAPES = {
     "small": dict(hidden=512, heads=8, kv_heads=8, intermediate=1536, layers=8, vocab=4096),
     "medium": dict(hidden=1024, heads=16, kv_heads=16, intermediate=3072, layers=16, vocab=16384),
 }
-CPU_ENGINE = {"enforce_eager": True, "kv_cache_memory_bytes": 256 << 20, "max_model_len": 256}
+CPU_ENGINE = {"enforce_eager": True, "kv_cache_memory_bytes": 256 << 20}
 
 
 def recipes(paths: list[str], n: int, seed: int = 0):
@@ -83,6 +84,12 @@ def prepare_models(args) -> tuple[list[str], str, str]:
         if not args.include_path or not args.task:
             raise SystemExit("--models needs --include-path and --task too")
         return [str(Path(m).resolve()) for m in args.models], args.include_path, args.task
+    if args.zoo:
+        from workers.zoo import build_zoo
+
+        zoo = build_zoo(progress=True)  # cached after the first build
+        return ([str(p) for p in zoo.models.values()], str(zoo.tasks.include_path),
+                args.task or zoo.tasks.skills["arith"])
     from workers.scoring.synthetic_tasks import write_synthetic_tasks
     from workers.synthetic import LlamaShape, write_family
 
@@ -182,6 +189,7 @@ def evals_per_minute(scorer, cands, task) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
+    parser.add_argument("--zoo", action="store_true", help="the embedded zoo's models and tasks (built if absent)")
     parser.add_argument("--models", nargs="+", help="your own models (base first) instead of a synthetic family")
     parser.add_argument("--include-path", help="folder of lm-eval task YAMLs (with --models)")
     parser.add_argument("--task", help="lm-eval task to evaluate (default: syn_gen)")
@@ -191,16 +199,22 @@ def main() -> None:
     parser.add_argument("--evals", type=int, default=6, help="scored candidates for evals/minute (first is warm-up)")
     parser.add_argument("--engine-kwargs", default=json.dumps(CPU_ENGINE), help="vllm.LLM arguments, JSON")
     parser.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "evolve-bench-switch"))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for HF (vLLM's CPU worker pins its own; on a busy machine, "
+                             "more than one OpenMP thread per free core stalls badly)")
     args = parser.parse_args()
     Path(args.dir).mkdir(parents=True, exist_ok=True)
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     from workers.scoring import EvalSettings
 
     paths, include_path, task_name = prepare_models(args)
     task = {"name": task_name}
     n_params = _parameters(paths[0])
-    print(f"models: {len(paths)} x {n_params / 1e6:.1f}M parameters ({args.shape if not args.models else paths[0]}); "
-          f"task: {task_name}")
+    source = "zoo" if args.zoo else paths[0] if args.models else f"synthetic {args.shape}"
+    print(f"models: {len(paths)} x {n_params / 1e6:.1f}M parameters ({source}); task: {task_name}")
     results = {}
     for backend in args.backends.split(","):
         common = dict(backend=backend, include_path=(include_path,), dtype="float32")

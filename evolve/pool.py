@@ -12,7 +12,13 @@ from typing import Any
 
 import ray
 
+from search_spaces.errors import UserError
+
 log = logging.getLogger(__name__)
+
+
+class WorkerStartError(UserError):
+    """A worker actor failed in its constructor (bad models or settings, usually)."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,12 @@ class WorkerPool:
         self.spec = spec
         self.actors = [self._start() for _ in range(size)]
         self._busy: set[int] = set()
-        ray.get([a.ready.remote() for a in self.actors])
+        try:
+            ray.get([a.ready.remote() for a in self.actors])
+        except ray.exceptions.RayActorError as exc:
+            self.shutdown()
+            cause = str(exc).strip().splitlines()[-1]
+            raise WorkerStartError(f"a worker could not start ({spec.factory}): {cause}") from None
 
     def _start(self):
         return _WorkerActor.options(num_cpus=self.spec.num_cpus, num_gpus=self.spec.num_gpus).remote(

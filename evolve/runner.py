@@ -77,7 +77,10 @@ def execute(store: Store, run_id: str, config: RunConfig, *, resume: bool, progr
     if config.evaluation.backend == "analytic":
         factory, kwargs = ANALYTIC_FACTORY, dict(config.evaluation.engine_kwargs)
     else:
+        from workers.candidate_scorer import scoring_settings
+
         factory, kwargs = SCORER_FACTORY, scorer_kwargs(config, space)
+        scoring_settings(kwargs["tasks"], kwargs["evaluation"])  # bad settings fail here, not in an actor
     spec = WorkerSpec(factory, kwargs,
                       num_cpus=config.resources.cpus_per_worker, num_gpus=config.resources.gpus_per_worker)
     pool = WorkerPool(config.resources.workers, spec)

@@ -14,18 +14,22 @@ from search_spaces.recipe import Recipe
 from workers.scoring import EvalSettings, Scorer, TaskSpec
 
 
+def scoring_settings(tasks: list[dict[str, Any]], evaluation: dict[str, Any]) -> tuple[EvalSettings, list[TaskSpec]]:
+    """Validated scoring settings from the run config's plain data (cheap: the driver checks them first)."""
+    settings = {k: v for k, v in evaluation.items() if k != "report_test"}
+    if settings.get("include_path") is None:
+        from workers.zoo import zoo_tasks
+
+        settings["include_path"] = str(zoo_tasks().include_path)
+    specs = [TaskSpec.from_dict(t) for t in tasks]
+    if evaluation.get("report_test", True):
+        specs += [dataclasses.replace(t, split="test") for t in specs if t.split == "validation"]
+    return EvalSettings.from_dict(settings), specs
+
+
 class CandidateScorer:
     def __init__(self, models: list[str], tasks: list[dict[str, Any]], evaluation: dict[str, Any]):
-        report_test = evaluation.get("report_test", True)
-        settings = {k: v for k, v in evaluation.items() if k != "report_test"}
-        if settings.get("include_path") is None:
-            from workers.zoo import task_include_path
-
-            settings["include_path"] = str(task_include_path())
-        self.settings = EvalSettings.from_dict(settings)
-        self.tasks = [TaskSpec.from_dict(t) for t in tasks]
-        if report_test:
-            self.tasks += [dataclasses.replace(t, split="test") for t in self.tasks if t.split == "validation"]
+        self.settings, self.tasks = scoring_settings(tasks, evaluation)
         self.scorer = Scorer.create(models, self.settings)
 
     def evaluate(self, recipe: dict[str, Any]) -> dict[str, Any]:

@@ -160,7 +160,7 @@ def _clear_partial(root: Path) -> None:
 
 # --- the training recipe -----------------------------------------------------------------
 BASE_STEPS, BASE_LR = 600, 3e-3
-ARITH_STEPS, ARITH_LR, ARITH_NOISE = 900, 3e-3, 1.0
+ARITH_STEPS, ARITH_LR, ARITH_NOISE = 1200, 3e-3, 0.7
 CIPHER_STEPS, CIPHER_LR = 300, 3e-3
 DISTRACTOR_STEPS, DISTRACTOR_LR = 300, 1e-3
 SEED = 1234

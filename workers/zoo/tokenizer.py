@@ -21,7 +21,7 @@ LOWER = "abcdefghijklmnopqrstuvwxyz"
 UPPER = LOWER.upper()
 PUNCT = "+-*=:?., \n"
 
-MAX_LENGTH = 64
+MAX_LENGTH = 128
 
 
 def vocabulary() -> dict[str, int]:
