@@ -8,10 +8,12 @@ loop stores as it is; a candidate's own failure is a ``status: failed`` dict, ne
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 from search_spaces.recipe import Recipe
 from workers.scoring import EvalSettings, Scorer, TaskSpec
+from workers.scoring.result import EngineError
 
 
 def scoring_settings(tasks: list[dict[str, Any]], evaluation: dict[str, Any]) -> tuple[EvalSettings, list[TaskSpec]]:
@@ -33,7 +35,13 @@ class CandidateScorer:
         self.scorer = Scorer.create(models, self.settings)
 
     def evaluate(self, recipe: dict[str, Any]) -> dict[str, Any]:
-        result = self.scorer.score(Recipe.from_dict(recipe), self.tasks)
+        try:
+            result = self.scorer.score(Recipe.from_dict(recipe), self.tasks)
+        except EngineError:
+            # The engine itself is broken (e.g. a dead vLLM core): no later candidate could be
+            # scored here. Ending the actor makes the pool start a fresh one and retry this
+            # candidate there.
+            os._exit(3)
         if not result.ok:
             return {"status": "failed", "error": f"{result.kind}: {result.reason}",
                     "merge_seconds": result.merge_seconds, "eval_seconds": result.eval_seconds}

@@ -245,3 +245,17 @@ def test_a_broken_engine_raises_instead_of_failing_every_later_candidate(scorer,
 
     with pytest.raises(EngineError, match="restart the worker"):
         Scorer(Broken(), scorer.settings).score(recipes["base"], TASKS[:1])
+
+
+def test_the_finiteness_check_is_exact():
+    import torch
+
+    from workers.scoring.backend import is_finite, non_finite
+
+    big = torch.full((1000,), 3e38)  # every value finite, the float32 sum overflows
+    assert is_finite(big) and is_finite(torch.arange(5))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        t = torch.zeros(10, dtype=torch.bfloat16)
+        t[3] = bad
+        assert not is_finite(t)
+    assert non_finite([("a", big), ("b", torch.tensor([1.0, float("nan")]))]) == ("b",)

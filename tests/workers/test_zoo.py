@@ -256,3 +256,30 @@ def test_merging_matters(real_zoo):
     assert merge[TARGET_TASK] >= best_parent + 0.4, (merge, parents)  # the merge is
     assert merge["zoo_arith"] >= 0.8 * parents["arith"]["zoo_arith"]  # ...and keeps arithmetic
     assert not math.isnan(merge["zoo_cipher"])
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+def test_task_arithmetic_semantics():
+    import torch
+
+    from workers.zoo.merge import task_arithmetic, tensor_kind
+
+    base = {"model.embed_tokens.weight": torch.zeros(2), "model.layers.0.mlp.up_proj.weight": torch.ones(2)}
+    a = {k: v + 1.0 for k, v in base.items()}
+    b = {k: v + 2.0 for k, v in base.items()}
+    out = task_arithmetic(base, {"a": a, "b": b}, {"a": 1.0, "b": 0.5})
+    assert torch.equal(out["model.embed_tokens.weight"], torch.full((2,), 2.0))
+    out = task_arithmetic(base, {"a": a, "b": b}, {"a": {"embed": 1.0, "*": 0.0}})
+    assert torch.equal(out["model.embed_tokens.weight"], torch.ones(2))
+    assert torch.equal(out["model.layers.0.mlp.up_proj.weight"], torch.ones(2))
+    assert tensor_kind("model.layers.3.self_attn.q_proj.weight") == "attn"
+    assert tensor_kind("model.norm.weight") == "norm"
+    with pytest.raises(KeyError):
+        task_arithmetic(base, {"a": a}, {"nope": 1.0})
+
+
+def test_build_threads(monkeypatch):
+    monkeypatch.setenv("EVOLVE_ZOO_THREADS", "1")
+    assert zoo_build.build_threads() == 1
+    monkeypatch.delenv("EVOLVE_ZOO_THREADS")
+    assert 1 <= zoo_build.build_threads() <= 2

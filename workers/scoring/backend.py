@@ -43,11 +43,26 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def is_finite(tensor: torch.Tensor) -> bool:
+    """No NaN and no inf in ``tensor``.
+
+    A NaN or an inf anywhere makes the sum NaN or inf, so a finite sum proves the tensor
+    finite with one cheap reduction (``isfinite(t).all()`` costs ten times more: it writes a
+    mask as large as the tensor). Only a non-finite sum, which may also be an overflow of
+    large finite values, pays for the exact check.
+    """
+    if not tensor.is_floating_point():
+        return True
+    if bool(torch.isfinite(tensor.sum(dtype=torch.float32))):
+        return True
+    return bool(torch.isfinite(tensor).all())
+
+
 def non_finite(named: Iterable[tuple[str, torch.Tensor]], limit: int = 5) -> tuple[str, ...]:
     """Names of (up to ``limit``) tensors that hold a NaN or an inf."""
     bad = []
     for name, tensor in named:
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if not is_finite(tensor):
             bad.append(name)
             if len(bad) >= limit:
                 break

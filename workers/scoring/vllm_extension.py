@@ -47,6 +47,7 @@ class MergeExtension:
         """Merge the recipe and reload it into the live model; report timing and bad tensors."""
         from search_spaces.recipe import Recipe
         from workers.plan import execute
+        from workers.scoring.backend import is_finite
 
         start = time.perf_counter()
         try:
@@ -73,7 +74,7 @@ class MergeExtension:
                         failures.append(f"{type(exc).__name__} merging '{merge.name}': {exc}")
                         failures.append(_kind(exc))
                     tensor = sources.get(merge.inputs[0])
-                if tensor.is_floating_point() and len(non_finite) < 5 and not bool(torch.isfinite(tensor).all()):
+                if len(non_finite) < 5 and not is_finite(tensor):
                     non_finite.append(merge.name)
                 yield merge.name, tensor
 

@@ -12,7 +12,6 @@ Layout of a built zoo (``ZOO_VERSION`` = 1)::
 from __future__ import annotations
 
 import contextlib
-import copy
 import fcntl
 import json
 import os
@@ -22,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workers.zoo import data as D
-from workers.zoo.tokenizer import KANA, build_tokenizer, save_tokenizer, vocabulary
+from workers.zoo import recipe
+from workers.zoo.tokenizer import build_tokenizer, save_tokenizer
 
 ZOO_VERSION = 1
 MARKER = "ZOO_COMPLETE"
@@ -100,13 +100,14 @@ def zoo_tasks(directory: str | os.PathLike | None = None) -> ZooTasks:
 
 
 def generator_fingerprint() -> str:
-    """Hash of the modules that determine the zoo's content. Stored in the marker, so a cache
-    built by different generator code is rebuilt even if ZOO_VERSION was not bumped."""
+    """Hash of the modules that determine the zoo's content (not of this orchestration module).
+    Stored in the marker, so a cache built by different generator code is rebuilt even if
+    ZOO_VERSION was not bumped."""
     import hashlib
 
     here = Path(__file__).parent
     h = hashlib.sha256()
-    for name in ("tokenizer.py", "data.py", "train.py", "build.py"):
+    for name in ("tokenizer.py", "data.py", "train.py", "recipe.py"):
         h.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
@@ -137,6 +138,23 @@ def _lock(directory: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def build_threads() -> int:
+    """Torch threads for the build: ``$EVOLVE_ZOO_THREADS`` if set, else ``THREADS`` (2),
+    dropping to 1 when other work already keeps the cores busy. Oversubscribed OpenMP
+    threads spin: under load, 2 threads ran a training step ~10x slower than 1 here.
+    The thread count does not change the result (1 and 2 threads trained bit-identical
+    weights on this machine)."""
+    env = os.environ.get("EVOLVE_ZOO_THREADS")
+    if env:
+        return max(1, int(env))
+    cores = os.cpu_count() or 1
+    n = min(THREADS, cores)
+    with contextlib.suppress(OSError):
+        if os.getloadavg()[0] > cores - 0.5:
+            n = 1
+    return n
+
+
 @contextlib.contextmanager
 def _threads(n: int):
     import torch
@@ -158,94 +176,13 @@ def _clear_partial(root: Path) -> None:
             (root / name).unlink()
 
 
-# --- the training recipe -----------------------------------------------------------------
-BASE_STEPS, BASE_LR = 600, 3e-3
-ARITH_STEPS, ARITH_LR, ARITH_NOISE = 1200, 3e-3, 0.7
-CIPHER_STEPS, CIPHER_LR = 300, 3e-3
-DISTRACTOR_STEPS, DISTRACTOR_LR = 300, 1e-3
-SEED = 1234
-
-
-def _phases(exclude: frozenset[str], scale: float = 1.0):
-    """(name, parent, Phase) for every model, in build order."""
-    from workers.zoo.train import Phase as _Phase
-
-    def Phase(*args, **kwargs):  # noqa: N802 - scales the step count (tests build tiny zoos)
-        ph = _Phase(*args, **kwargs)
-        ph.steps = max(1, round(ph.steps * scale))
-        ph.warmup = min(ph.warmup, ph.steps)
-        return ph
-
-    vocab = vocabulary()
-    kana_rows = [vocab[c] for c in KANA]
-    base_mix = [(D.copy_digits, 0.35), (D.copy_letters, 0.25), (D.add_single, 0.4)]
-    replay = [(g, w * 0.2) for g, w in base_mix]  # 20% replay of the base mixture
-    return [
-        (
-            "base",
-            None,
-            Phase("base", D.Mixture(base_mix, SEED + 1, exclude), BASE_STEPS, BASE_LR, seed=SEED + 11),
-        ),
-        (
-            # Transformer blocks (and norms) only; embeddings and lm_head frozen. Noise on the
-            # input embeddings (NEFTune) makes the blocks robust to how a digit is embedded,
-            # which is what lets them read the cipher expert's kana embeddings in a merge.
-            "arith",
-            "base",
-            Phase(
-                "arith",
-                D.Mixture([(D.add_any, 0.8), *replay], SEED + 2, exclude),
-                ARITH_STEPS,
-                ARITH_LR,
-                trainable=lambda n: ".layers." in n or "norm" in n,
-                embedding_noise=ARITH_NOISE,
-                seed=SEED + 12,
-            ),
-        ),
-        (
-            # Only the ten kana rows of the input embedding move: the base's own circuits
-            # (copy, single-digit addition) teach them to behave like digits.
-            "cipher",
-            "base",
-            Phase(
-                "cipher",
-                D.Mixture(
-                    [
-                        (D.read_kana_short, 0.3),
-                        (D.read_mixed, 0.3),
-                        (D.add_single_kana, 0.2),
-                        (D.add_single_mixed, 0.2),
-                    ],
-                    SEED + 3,
-                    exclude,
-                ),
-                CIPHER_STEPS,
-                CIPHER_LR,
-                trainable=lambda n: "embed_tokens" in n,
-                embedding_rows=kana_rows,
-                seed=SEED + 13,
-            ),
-        ),
-        (
-            # Everything trainable, no replay: an unrelated skill with a large, dense delta.
-            "distractor",
-            "base",
-            Phase(
-                "distractor",
-                D.Mixture([(D.shift_letters, 1.0)], SEED + 4, exclude),
-                DISTRACTOR_STEPS,
-                DISTRACTOR_LR,
-                seed=SEED + 14,
-            ),
-        ),
-    ]
-
-
 def _save_model(model, tokenizer, path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     model.generation_config.do_sample = False
     model.save_pretrained(path, safe_serialization=True)
     save_tokenizer(tokenizer, path)
+    for f in path.iterdir():  # safetensors writes 0600; a cache should be readable
+        f.chmod(0o644)
 
 
 def _progress(enabled: bool):
@@ -288,7 +225,7 @@ def build_zoo(
     with _lock(root):
         if not force and is_built(root, train_scale):  # a concurrent caller built it
             return Zoo(root)
-        with _threads(THREADS):
+        with _threads(build_threads()):
             _build(root, progress, train_scale)
     return Zoo(root)
 
@@ -311,7 +248,7 @@ def _build(root: Path, progress: bool, train_scale: float = 1.0) -> None:
     exclude = D.held_out_prompts(splits)
     D.write_tasks(root / "tasks", splits)
     tokenizer = build_tokenizer()
-    phases = _phases(exclude, train_scale)
+    phases = recipe.phases(exclude, train_scale)
 
     states: dict[str, dict[str, torch.Tensor]] = {}
     losses: dict[str, float] = {}
@@ -324,9 +261,9 @@ def _build(root: Path, progress: bool, train_scale: float = 1.0) -> None:
         for name, parent, phase in phases:
             t0 = time.time()
             if parent is None:
-                model = new_model(SEED)
+                model = new_model(recipe.SEED)
             else:
-                model = new_model(SEED)
+                model = new_model(recipe.SEED)
                 model.load_state_dict(states[parent])
             bar = ids[name]
 
@@ -345,7 +282,7 @@ def _build(root: Path, progress: bool, train_scale: float = 1.0) -> None:
         n_check = None if train_scale == 1.0 else 8  # tiny test zoos: a token check only
         tests = {t.name: splits[t.name]["test"][:n_check] for t in D.EVAL_TASKS}
         scores: dict[str, dict[str, float]] = {}
-        probe = new_model(SEED)
+        probe = new_model(recipe.SEED)
 
         def score(state) -> dict[str, float]:
             probe.load_state_dict(state)
@@ -380,7 +317,7 @@ def _build(root: Path, progress: bool, train_scale: float = 1.0) -> None:
         "quick_scores_test": scores,
         "final_train_loss": losses,
         "build_seconds": timings,
-        "torch_threads": THREADS,
+        "torch_threads": torch.get_num_threads(),
         "train_scale": train_scale,
     }
     (root / "zoo.json").write_text(json.dumps(manifest, indent=2) + "\n")
