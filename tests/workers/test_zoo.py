@@ -200,6 +200,17 @@ def test_missing_or_stale_marker_triggers_rebuild(tmp_path, monkeypatch):
     assert len(calls) == 3
 
 
+def test_moved_zoo_keeps_working(tiny_zoo, tmp_path, monkeypatch):
+    import shutil
+
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(tiny_zoo.root, moved)
+    monkeypatch.setattr(zoo_build, "_build", lambda *a, **k: pytest.fail("rebuilt a moved zoo"))
+    zoo = build_zoo(moved, progress=False, train_scale=TINY_SCALE)
+    yaml_text = (zoo.tasks.include_path / "zoo_target.yaml").read_text()
+    assert str(moved.resolve()) in yaml_text and str(tiny_zoo.root) not in yaml_text
+
+
 def test_default_dir_honours_env(monkeypatch, tmp_path):
     monkeypatch.setenv("EVOLVE_ZOO_DIR", str(tmp_path / "z"))
     assert default_zoo_dir() == tmp_path / "z"
@@ -254,8 +265,21 @@ def test_merging_matters(real_zoo):
     best_parent = max(parents[n][TARGET_TASK] for n in MODEL_NAMES)
     assert best_parent <= 0.2, parents  # nobody is good at the target
     assert merge[TARGET_TASK] >= best_parent + 0.4, (merge, parents)  # the merge is
-    assert merge["zoo_arith"] >= 0.8 * parents["arith"]["zoo_arith"]  # ...and keeps arithmetic
-    assert not math.isnan(merge["zoo_cipher"])
+    for expert in ("arith", "cipher"):  # ... and keeps >= 80% of each expert's own skill
+        task = SKILL_TASKS[expert]
+        assert merge[task] >= 0.8 * parents[expert][task], (expert, merge, parents)
+    # the naive average does not do it: weights matter
+    half = score(task_arithmetic(states["base"], experts, HAND_MERGES["uniform_half"]))
+    assert half[TARGET_TASK] <= merge[TARGET_TASK] - 0.4, half
+
+    # the fast evaluator used above makes the same decisions as real lm-eval
+    from workers.zoo.evaluate import lm_eval_scores, load_tokenizer
+
+    probe.load_state_dict(task_arithmetic(states["base"], experts, HAND_MERGES["handset"]), strict=False)
+    via_lm_eval = lm_eval_scores(
+        probe, load_tokenizer(real_zoo.base), [TARGET_TASK], real_zoo.tasks.include_path
+    )
+    assert math.isclose(via_lm_eval[TARGET_TASK], merge[TARGET_TASK])
 
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -282,4 +306,4 @@ def test_build_threads(monkeypatch):
     monkeypatch.setenv("EVOLVE_ZOO_THREADS", "1")
     assert zoo_build.build_threads() == 1
     monkeypatch.delenv("EVOLVE_ZOO_THREADS")
-    assert 1 <= zoo_build.build_threads() <= 2
+    assert zoo_build.build_threads() == zoo_build.THREADS == 1

@@ -30,7 +30,7 @@ MODEL_NAMES = ("base", "arith", "cipher", "distractor")
 EXPERTS = ("arith", "cipher", "distractor")
 TARGET_TASK = "zoo_target"
 SKILL_TASKS = {"arith": "zoo_arith", "cipher": "zoo_cipher", "distractor": "zoo_distractor"}
-THREADS = 2
+THREADS = 1
 
 # The hand-set reference merges (task arithmetic over the base; see workers.zoo.merge).
 # "handset" is the one the docs and the slow test hold to the "merging matters" bar.
@@ -139,20 +139,15 @@ def _lock(directory: Path):
 
 
 def build_threads() -> int:
-    """Torch threads for the build: ``$EVOLVE_ZOO_THREADS`` if set, else ``THREADS`` (2),
-    dropping to 1 when other work already keeps the cores busy. Oversubscribed OpenMP
-    threads spin: under load, 2 threads ran a training step ~10x slower than 1 here.
-    The thread count does not change the result (1 and 2 threads trained bit-identical
-    weights on this machine)."""
+    """Torch threads for the build: ``$EVOLVE_ZOO_THREADS`` if set, else ``THREADS`` (1).
+
+    One thread, because (a) the thread count changes the floating-point summation order and
+    so the exact bits of the trained weights (the outcome, not the bits, is what the recipe
+    guarantees), and a fixed count keeps rebuilds byte-identical; and (b) oversubscribed
+    OpenMP threads spin: with other work on the 2 cores, 2 threads ran a training step ~10x
+    slower than 1. On an idle 2-core machine 2 threads are ~1.5x faster."""
     env = os.environ.get("EVOLVE_ZOO_THREADS")
-    if env:
-        return max(1, int(env))
-    cores = os.cpu_count() or 1
-    n = min(THREADS, cores)
-    with contextlib.suppress(OSError):
-        if os.getloadavg()[0] > cores - 0.5:
-            n = 1
-    return n
+    return max(1, int(env)) if env else THREADS
 
 
 @contextlib.contextmanager
@@ -165,6 +160,16 @@ def _threads(n: int):
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def _fix_moved_tasks(root: Path) -> None:
+    """A zoo copied or moved elsewhere keeps working: the task YAMLs name their data files by
+    absolute path (lm-eval resolves relative ones against the working directory)."""
+    tasks = root / "tasks"
+    if tasks.is_dir() and not D.task_yamls_point_into(tasks):
+        with _lock(root):
+            if not D.task_yamls_point_into(tasks):
+                D.write_task_yamls(tasks)
 
 
 def _clear_partial(root: Path) -> None:
@@ -221,6 +226,7 @@ def build_zoo(
     root = Path(directory).expanduser() if directory is not None else default_zoo_dir()
     root = root.absolute()
     if not force and is_built(root, train_scale):
+        _fix_moved_tasks(root)
         return Zoo(root)
     with _lock(root):
         if not force and is_built(root, train_scale):  # a concurrent caller built it

@@ -221,7 +221,24 @@ def write_tasks(directory: Path, splits: dict[str, dict[str, list[Example]]] | N
                 for p, a in splits[task.name][split]
             ]
             (data_dir / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_task_yamls(directory)
+
+
+def write_task_yamls(directory: Path) -> None:
+    """(Re)write the task YAMLs so that their data paths point into ``directory``."""
+    directory = Path(directory)
+    for task in EVAL_TASKS:
+        data_dir = directory / task.name
         (directory / f"{task.name}.yaml").write_text(_yaml_task(task, task.name, data_dir, "test"))
         (directory / f"{task.name}_val.yaml").write_text(
             _yaml_task(task, task.name + "_val", data_dir, "validation")
         )
+
+
+def task_yamls_point_into(directory: Path) -> bool:
+    directory = Path(directory)
+    want = json.dumps(str((directory / EVAL_TASKS[0].name / "test.jsonl").resolve()))
+    try:
+        return want in (directory / f"{EVAL_TASKS[0].name}.yaml").read_text()
+    except OSError:
+        return False
