@@ -91,8 +91,9 @@ def execute(store: Store, run_id: str, config: RunConfig, *, resume: bool, progr
     try:
         pending = []
         if resume:
-            stale = store.fail_stale_evaluations(run_id, grace_seconds=1e-3)
-            del stale  # every RUNNING evaluation of a dead driver is re-dispatched below
+            # The driver that owned this run is gone, so none of its RUNNING evaluations will
+            # finish: mark them all STALE; replay re-dispatches their candidates.
+            store.fail_stale_evaluations(run_id, grace_seconds=1e-3)
             pending = loop.replay()
         store.set_run_status(run_id, RunStatus.RUNNING)
         stats = loop.run(pending)

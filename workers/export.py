@@ -28,7 +28,7 @@ from search_spaces.errors import UserError
 from search_spaces.recipe import Recipe
 from workers.checkpoint import TOKENIZER_FILES
 from workers.plan import MergePlan, TensorMerge, execute, open_checkpoints, plan_merge
-from workers.safetensors_io import OutputTensor, ShardedWriter, TensorReader
+from workers.safetensors_io import OutputTensor, ShardedWriter
 
 DEFAULT_SHARD_BYTES = 2 * 2**30
 COPIED_FILES = ("generation_config.json",)
