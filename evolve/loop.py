@@ -76,12 +76,13 @@ class SearchLoop:
     def replay(self) -> list[tuple[Candidate, str]]:
         """Rebuild the strategy from the store; returns the asked-but-unfinished candidates."""
         stored = [c for c in self.store.list_candidates(self.run_id) if "reference" not in c.strategy_info]
-        by_number = iter(stored)
         tells = [s.state for s in self.store.list_snapshots(self.run_id)]
         results = _final_results(self.store, self.run_id)
         open_: dict[str, tuple[Candidate, str]] = {}
+        matched = 0  # stored candidates re-asked so far
 
         def ask_one() -> None:
+            nonlocal matched
             (cand,) = self.strategy.ask(1)
             self._asked += 1
             recipe = self.space.decode(cand.genome)
@@ -90,29 +91,24 @@ class SearchLoop:
                 self._ids[cand.id] = known.id  # a duplicate ask, told from cache in the live loop
                 open_[cand.id] = (cand, known.id)
                 return
-            record = next(by_number, None)
+            record = stored[matched] if matched < len(stored) else None
             if record is None or record.recipe_hash != recipe.hash:
                 raise RuntimeError(f"resume of run {self.run_id}: the strategy no longer reproduces "
                                    f"candidate {record.id if record else self._asked}; was the config changed?")
+            matched += 1
             self._ids[cand.id] = record.id
             open_[cand.id] = (cand, record.id)
 
         for entry in tells:
             while self._asked < entry["asked"]:
                 ask_one()
-            strategy_id = entry["strategy_id"]
-            cand, store_id = open_.pop(strategy_id)
+            cand, store_id = open_.pop(entry["strategy_id"])
             result = results.get(store_id) or Result(fitness=None, samples=None, failed=True)
             self.strategy.tell(cand.id, result)
             self._results[store_id] = result
             self._told += 1
-        for record in by_number:  # asked after the last tell: they were in flight
-            ask_one_for = self.strategy.ask(1)[0]
-            self._asked += 1
-            if self.space.decode(ask_one_for.genome).hash != record.recipe_hash:
-                raise RuntimeError(f"resume of run {self.run_id}: candidate {record.id} is not reproduced")
-            self._ids[ask_one_for.id] = record.id
-            open_[ask_one_for.id] = (ask_one_for, record.id)
+        while matched < len(stored):  # asked after the last tell: they were in flight
+            ask_one()
         self.stats.evaluations = sum(1 for r in self._results.values() if not r.failed)
         finite = [r.fitness for r in self._results.values() if r.fitness is not None and not r.failed]
         self.stats.best_fitness = max(finite, default=-math.inf)

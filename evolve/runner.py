@@ -29,12 +29,12 @@ class RunOutcome:
 def resolve_model(ref: str) -> str:
     """A model directory path; ``zoo:NAME`` names a model of the embedded zoo (built if absent)."""
     if ref.startswith("zoo:"):
-        from workers.zoo import build_zoo
+        from workers.zoo import MODEL_NAMES, build_zoo
 
-        path = Path(build_zoo(progress=True).models[ref.removeprefix("zoo:")]) if ref != "zoo:" else None
-        if path is None:
-            raise UserError(f"models: '{ref}' names no zoo model")
-        return str(path)
+        name = ref.removeprefix("zoo:")
+        if name not in MODEL_NAMES:
+            raise UserError(f"models: '{ref}' names no zoo model (zoo models: {', '.join(MODEL_NAMES)})")
+        return str(build_zoo(progress=True).models[name])
     path = Path(ref).expanduser()
     if not path.is_dir():
         raise UserError(f"models: '{ref}' is not a model directory")
