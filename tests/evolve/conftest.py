@@ -72,6 +72,11 @@ class PostgresServer:
                 entry = pwd.getpwnam(_PG_USER)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
             self._run_as = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+            # The virtualenv may sit below a folder the server user cannot enter (a clone in a
+            # `mktemp -d` folder is 0700), so it runs a copy of the binaries from its own folder.
+            copy = self.root / "pginstall"
+            shutil.copytree(self.bin.parent, copy, symlinks=True)
+            self.bin = copy / "bin"
 
     def _run(self, *args: str, timeout: float = 60) -> str:
         result = subprocess.run(

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    from evolve.pool import connect
+
+    connect(None, num_cpus=2)  # joins the cluster an earlier test (the demo) may have started
     yield
     ray.shutdown()
 
