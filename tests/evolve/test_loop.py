@@ -87,8 +87,11 @@ def test_a_killed_worker_actor_is_replaced_and_its_candidate_retried(local_ray, 
 
 
 def _complete(db) -> int:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("select count(*) from evaluations where status='COMPLETE'").fetchone()[0]
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("select count(*) from evaluations where status='COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:  # the driver has not created the schema yet
+        return 0
 
 
 def test_resume_after_sigkill_of_the_driver_loses_and_repeats_nothing(family, tmp_path):
