@@ -141,35 +141,33 @@ def _check_tensor(ckpt: Checkpoint, name: str, shape: tuple[int, ...], reference
                               f"{reference.name} has {list(shape)}")
 
 
-def _resolved(entry_params, global_params, method: MergeMethod, name: str, position: float,
-              layer: int | None, num_layers: int) -> dict[str, Any]:
-    """Scalar parameter values for one tensor; per-model values are filled in by the caller."""
-    out = {}
-    for spec in method.params:
-        value = None
-        for source in (entry_params, global_params):
-            if source is not None and spec.name in source:
-                value = resolve(source[spec.name], name, position, layer, num_layers)
-                if value is not None:
-                    break
-        if value is not None:
-            out[spec.name] = value
-    return out
+def _value(param: str, sources: tuple, tensor: str, position: float, layer: int | None,
+           num_layers: int) -> Any:
+    """The first source that gives ``param`` a value for this tensor (a filter list may give none)."""
+    for source in sources:
+        if param in source:
+            value = resolve(source[param], tensor, position, layer, num_layers)
+            if value is not None:
+                return value
+    return None
 
 
 def _tensor_params(recipe: Recipe, method: MergeMethod, merged: list[ModelEntry], name: str,
                    position: float, layer: int | None, num_layers: int) -> dict[str, Any]:
+    """Resolved values for one tensor: scalars for global parameters, one per model otherwise.
+
+    A per-model value comes from the model's own entry, else from the top-level parameters.
+    """
     params: dict[str, Any] = {}
-    global_values = _resolved(None, recipe.parameters, method, name, position, layer, num_layers)
+    where = (name, position, layer, num_layers)
     for spec in method.params:
         if spec.scope == "global":
-            if spec.name in global_values:
-                params[spec.name] = global_values[spec.name]
+            value = _value(spec.name, (recipe.parameters,), *where)
+            if value is not None:
+                params[spec.name] = value
             continue
-        values = []
-        for entry in merged:
-            v = _resolved(entry.parameters, recipe.parameters, method, name, position, layer, num_layers).get(spec.name)
-            values.append(spec.default if v is None else v)
+        values = [_value(spec.name, (e.parameters, recipe.parameters), *where) for e in merged]
+        values = [spec.default if v is None else v for v in values]
         if any(v is not None for v in values):
             params[spec.name] = values
     return params
