@@ -16,6 +16,22 @@ is checked before the reload starts; a merge that still fails for one tensor str
 tensor from the first source instead, finishes the reload, and reports the error, so the
 candidate fails and the engine stays ready for the next one. Nothing here raises through
 the RPC: errors come back as data.
+
+Tied weights (issue 12). With ``tie_word_embeddings`` vLLM builds the output head as its own
+module (``lm_head``, a ``ParallelLMHead``) whose ``weight`` is the very Parameter of
+``model.embed_tokens``, and the checkpoint has no ``lm_head.weight`` (the model's loader
+skips it). ``reload_weights`` re-runs ``process_weights_after_loading`` only for modules that
+received a tensor; ``lm_head`` receives none, so vLLM just puts its old (shared, and now
+updated) Parameter back. But on CPU, ``UnquantizedEmbeddingMethod.process_weights_after_loading``
+built ``lm_head.cpu_linear``, a oneDNN/SGL handle holding a packed *copy* of the weight, and
+the logits go through that handle: the head silently kept the weights of the model the engine
+started with. (Gemma2 is unaffected: it computes logits with ``embed_tokens`` itself.) So at
+``merge_init`` the worker finds every module that shares a Parameter with another module and
+gets no tensor of its own ("followers"), and after each reload re-runs their quant method's
+post-processing, which rebuilds the kernel from the shared weight. Where that cannot be exact
+(a follower whose post-processing is not known to be re-runnable; one storage that two
+checkpoint tensors load into, e.g. a head vLLM re-tied because the reference's copy equals the
+embedding, while a merge can make them differ) ``merge_init`` refuses with one line.
 """
 
 from __future__ import annotations
@@ -39,6 +55,10 @@ class MergeExtension:
             where = self.device if device == "engine" else torch.device(device)
             self._merge_sources = ResidentSources(list(model_paths), device=where)
             self._merge_reference = self._merge_sources.checkpoints[reference].index
+            followers, problem = _tied_followers(self.model_runner.get_model(), set(self._merge_reference))
+            if problem:
+                return {"ok": False, "error": f"no exact in-place swap into this engine: {problem}"}
+            self._merge_followers = followers
             return {"ok": True, "seconds": time.perf_counter() - start, "error": None}
         except Exception as exc:  # noqa: BLE001 - reported to the caller, which raises it there
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
@@ -80,12 +100,58 @@ class MergeExtension:
 
         try:
             self.reload_weights(weights_iterator=weights())
+            _reprocess(self._merge_followers, self.vllm_config)
         except Exception as exc:  # noqa: BLE001 - the engine may now be broken; say so
             return _error(f"{type(exc).__name__} while reloading weights: {exc}", start, kind="engine_error")
         if failures:
             return _error(failures[0], start, kind=failures[1])
         return {"ok": True, "seconds": time.perf_counter() - start, "non_finite": non_finite,
                 "error": None, "kind": None}
+
+
+def _tied_followers(model: torch.nn.Module, streamed: set[str]) -> tuple[list[torch.nn.Module], str | None]:
+    """Modules that share a weight with another module and get no tensor of their own.
+
+    Returns them, or a reason why an in-place reload cannot keep such a group exact.
+    """
+    from vllm.model_executor.layers.vocab_parallel_embedding import UnquantizedEmbeddingMethod
+
+    groups: dict[int, list[tuple[str, torch.nn.Module]]] = {}
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            groups.setdefault(id(param), []).append((f"{module_name}.{param_name}", module))
+    followers: list[torch.nn.Module] = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        loaded = [name for name, _ in members if name in streamed]
+        if len(loaded) > 1:
+            return [], (f"{' and '.join(loaded)} are one tensor in the engine, but the checkpoints carry "
+                        "both and a merge can make them differ; start the engine with "
+                        "hf_overrides={'tie_word_embeddings': False}")
+        for name, module in members:
+            if name in loaded or module in followers:
+                continue
+            method = getattr(module, "quant_method", None)
+            if method is None:
+                continue  # computes with the shared Parameter itself: nothing derived to refresh
+            if not isinstance(method, UnquantizedEmbeddingMethod):
+                return [], (f"'{name}' shares its weight with '{loaded[0] if loaded else members[0][0]}' and "
+                            f"derives kernel weights from it with {type(method).__name__}, which cannot be "
+                            "re-derived after a reload")
+            followers.append(module)
+    return followers, None
+
+
+def _reprocess(modules: list[torch.nn.Module], vllm_config) -> None:
+    """Rebuild what ``process_weights_after_loading`` derived from a (shared, reloaded) weight."""
+    if not modules:
+        return
+    from vllm.config import set_current_vllm_config
+
+    with set_current_vllm_config(vllm_config), torch.no_grad():
+        for module in modules:
+            module.quant_method.process_weights_after_loading(module)
 
 
 def _layout_problem(plan, reference_index) -> str | None:
