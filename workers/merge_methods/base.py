@@ -35,6 +35,7 @@ from typing import Any, Literal
 import torch
 
 from search_spaces.errors import RecipeError
+from search_spaces.methods import RULES, MethodRules
 
 Scope = Literal["global", "per_model"]
 BaseUse = Literal["required", "optional", "unused"]
@@ -57,6 +58,7 @@ class MergeMethod:
     randomized: bool
     reference: str = ""
     fixed: Mapping[str, Any] = field(default_factory=dict)
+    rules: MethodRules | None = None  # ranges and input contract (`search_spaces.methods`)
 
     @classmethod
     def define(
@@ -103,7 +105,10 @@ class MergeMethod:
         unknown = set(defaults) - {p.name for p in params}
         if unknown:
             raise ValueError(f"{name}: defaults {sorted(unknown)} are not parameters of {kernel.__name__}")
-        return cls(name, kernel, tuple(params), base, randomized, reference, fixed)
+        rules = RULES.get(name)
+        if rules is not None:
+            _check_against_rules(name, params, base, rules)
+        return cls(name, kernel, tuple(params), base, randomized, reference, fixed, rules)
 
     def param(self, name: str) -> ParamSpec | None:
         return next((p for p in self.params if p.name == name), None)
@@ -150,6 +155,8 @@ class MergeMethod:
                 else:
                     value = [value] * len(tensors)
             kwargs["lambda_" if spec.name == "lambda" else spec.name] = value
+        if self.base == "required" and base is None:
+            raise RecipeError(f"{self.name}: needs a base model")
         if self.base != "unused":
             kwargs["base"] = base
         if self.randomized:
@@ -178,6 +185,15 @@ def per_model(values: Any, n: int, name: str) -> list[float]:
             raise RecipeError(f"parameter '{name}' has {len(values)} values for {n} models")
         return list(values)
     return [values] * n
+
+
+def _check_against_rules(name: str, params: list[ParamSpec], base: BaseUse, rules: MethodRules) -> None:
+    """The kernel's signature and the torch-free table must describe the same method."""
+    ours = {p.name: p.scope for p in params}
+    theirs = {k: r.scope for k, r in rules.params.items()}
+    if ours != theirs or base != rules.base:
+        raise ValueError(f"{name}: the kernel's parameters {ours} (base {base}) disagree with "
+                         f"search_spaces.methods.RULES {theirs} (base {rules.base})")
 
 
 def _is_optional(hint: Any) -> bool:
