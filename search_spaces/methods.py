@@ -166,3 +166,26 @@ RULES: dict[str, MethodRules] = {r.name: r for r in [
 
 def method_rules(name: str) -> MethodRules | None:
     return RULES.get(name)
+
+
+def check_recipe(recipe: Any) -> None:
+    """A recipe's values and model counts against its method's rules; one line naming the
+    method, the parameter (or the models) and the rule. Unknown methods are left to the registry."""
+    rules = RULES.get(recipe.merge_method)
+    if rules is None:
+        return
+    for name, value in recipe.parameters.items():
+        rules.check_value(name, value, f"parameters.{name}")
+    groups = [list(recipe.models)] if recipe.models else [list(sl.sources) for sl in recipe.slices]
+    for entries in groups:
+        for entry in entries:
+            for name, value in entry.parameters.items():
+                rules.check_value(name, value, f"models[{entry.model}].parameters.{name}")
+    if rules.base == "required" and recipe.base_model is None:
+        raise RecipeError(f"base_model: {rules.name} needs a base model")
+    base = recipe.base_model
+    for entries in groups:
+        merged = [e for e in entries if e.model != base] if rules.base != "unused" else entries
+        extra = int(rules.base == "unused" and base is not None and recipe.models
+                    and all(e.model != base for e in entries))
+        rules.check_model_count(len(merged) + extra, "models" if recipe.models else "slices")

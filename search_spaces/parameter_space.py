@@ -18,11 +18,18 @@ coordinate ``x`` to ``lower + x * (upper - lower)``.
     recipe = space.decode(x)   # x: shape (space.dimension,), every coordinate in [0, 1]
     x2 = space.encode(recipe)  # space.decode(x2) == recipe
 
+Which parameters can be searched, and inside which bounds, comes from the method's entry in
+`search_spaces.methods.RULES` (the table the kernel registry also checks itself against):
+float parameters only, bounds inside the parameter's valid range. A per-model parameter gets a
+coordinate per model; a global one (``lambda``, sce's ``select_topk``) one shared by all models.
+
 Genome layout. Coordinates are ordered layer group first, then tensor kind (the listed kinds,
-then the default for other tensors), then model, then parameter (sorted by name, so the layout
-never depends on the key order of a serialised mapping):
-``index = ((group * n_kinds + kind) * n_models + model) * n_params + param``. Early layers
-therefore come first, so a crossover split point (M2N2) separates early layers from late ones.
+then the default for other tensors); within each (group, kind) block come the per-model
+coordinates, model first, then parameter, and after them the global ones (parameters sorted
+by name, so the layout never depends on the key order of a serialised mapping):
+``index = (group * n_kinds + kind) * block + model * n_params + param`` with
+``block = n_models * n_params + n_globals``, the globals at ``n_models * n_params + q``. Early
+layers therefore come first, so a crossover split point (M2N2) separates early from late ones.
 
 Decoded values take the forms of `search_spaces.values`: a scalar when there is one group and
 no kind split, ``{groups: [...]}`` for several groups, and a filter list
@@ -43,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from search_spaces.errors import InvalidGenomeError, RecipeError, UserError
+from search_spaces.methods import RULES, MethodRules
 from search_spaces.recipe import DTYPES, FrozenDict, Recipe, thaw
 from search_spaces.values import check_value
 
@@ -53,17 +61,19 @@ _KEYS = (
     "merge_method", "base_model", "models", "layer_groups", "kinds", "search", "parameters",
     "model_parameters", "dtype", "seed",
 )
-_FRACTIONS = ("density",)
-"""Parameters that are kept fractions and must stay inside (0, 1]."""
 
 
 @dataclass(frozen=True)
 class SearchedParameter:
-    """One per-model parameter under search, with the interval its genome coordinate spans."""
+    """One parameter under search, with the interval its genome coordinates span.
+
+    ``scope`` comes from the method's rules when the space is validated.
+    """
 
     name: str
     lower: float
     upper: float
+    scope: str = "per_model"
 
     @property
     def width(self) -> float:
@@ -75,7 +85,7 @@ class Coordinate:
     """What one genome coordinate controls, for dashboards and `describe`."""
 
     index: int
-    model: str            # model path, as in the recipe
+    model: str            # model path, as in the recipe; "" for a global parameter
     parameter: str
     kind: str | None      # a tensor-kind filter, or None for the default (other tensors)
     group: int            # layer group, 0 when the space has one group
@@ -180,13 +190,26 @@ class ParameterSpace:
         return (*self.kinds, None) if self.kinds else (None,)
 
     @property
+    def per_model_search(self) -> tuple[SearchedParameter, ...]:
+        return tuple(p for p in self.search if p.scope == "per_model")
+
+    @property
+    def global_search(self) -> tuple[SearchedParameter, ...]:
+        return tuple(p for p in self.search if p.scope == "global")
+
+    @property
     def shape(self) -> tuple[int, int, int, int]:
-        """(layer groups, kind slots, models, searched parameters): the genome, unflattened."""
-        return (self.layer_groups, len(self.kind_slots), len(self.models), len(self.search))
+        """(layer groups, kind slots, models, per-model searched parameters): that part of the genome."""
+        return (self.layer_groups, len(self.kind_slots), len(self.models), len(self.per_model_search))
+
+    @property
+    def _block(self) -> int:
+        """Coordinates per (group, kind): the per-model ones, then the globals."""
+        return len(self.models) * len(self.per_model_search) + len(self.global_search)
 
     @property
     def dimension(self) -> int:
-        return math.prod(self.shape)
+        return self.layer_groups * len(self.kind_slots) * self._block
 
     @cached_property
     def coordinates(self) -> tuple[Coordinate, ...]:
@@ -194,15 +217,21 @@ class ParameterSpace:
         out = []
         for g in range(self.layer_groups):
             for kind in self.kind_slots:
+                suffix = f"[{DEFAULT_KIND_LABEL if kind is None else kind}]" if self.kinds else ""
+                suffix += f"[g{g}]" if self.layer_groups > 1 else ""
                 for model, short in zip(self.models, names):
-                    for p in self.search:
-                        label = f"{short}.{p.name}"
-                        if self.kinds:
-                            label += f"[{DEFAULT_KIND_LABEL if kind is None else kind}]"
-                        if self.layer_groups > 1:
-                            label += f"[g{g}]"
-                        out.append(Coordinate(len(out), model, p.name, kind, g, p.lower, p.upper, label))
+                    for p in self.per_model_search:
+                        out.append(Coordinate(len(out), model, p.name, kind, g, p.lower, p.upper,
+                                              f"{short}.{p.name}{suffix}"))
+                for p in self.global_search:
+                    out.append(Coordinate(len(out), "", p.name, kind, g, p.lower, p.upper, f"{p.name}{suffix}"))
         return tuple(out)
+
+    def _split(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Genome-ordered values -> (G, K, M, P) per-model and (G, K, Q) global grids."""
+        blocks = values.reshape(self.layer_groups, len(self.kind_slots), self._block)
+        n = len(self.models) * len(self.per_model_search)
+        return blocks[..., :n].reshape(self.shape), blocks[..., n:]
 
     @cached_property
     def _lower(self) -> np.ndarray:
@@ -219,18 +248,21 @@ class ParameterSpace:
 
     def decode(self, x: Any) -> Recipe:
         """The recipe for genome ``x``; raises `InvalidGenomeError`, never returns None."""
-        grid = self.values(x).reshape(self.shape)
+        grid, global_grid = self._split(self.values(x))
         models = []
         for m, path in enumerate(self.models):
             params: dict[str, Any] = thaw(self.model_parameters)
-            for p, sp in enumerate(self.search):
+            for p, sp in enumerate(self.per_model_search):
                 params[sp.name] = self._value_form(grid[:, :, m, p])
             models.append({"model": path, "parameters": params})
         data: dict[str, Any] = {"merge_method": self.merge_method, "models": models, "seed": self.seed}
         if self.base_model is not None:
             data["base_model"] = self.base_model
-        if self.parameters:
-            data["parameters"] = thaw(self.parameters)
+        global_params = thaw(self.parameters)
+        for q, sp in enumerate(self.global_search):
+            global_params[sp.name] = self._value_form(global_grid[:, :, q])
+        if global_params:
+            data["parameters"] = global_params
         if self.dtype is not None:
             data["dtype"] = self.dtype
         try:
@@ -261,12 +293,14 @@ class ParameterSpace:
             raise RecipeError(
                 f"{where}.models: {list(paths)}, but the space merges {list(self.models)} (in that order)"
             )
-        if thaw(recipe.parameters) != thaw(self.parameters):
+        searched_globals = {p.name for p in self.global_search}
+        fixed_globals = {k: v for k, v in thaw(recipe.parameters).items() if k not in searched_globals}
+        if fixed_globals != thaw(self.parameters):
             raise RecipeError(
-                f"{where}.parameters: {thaw(recipe.parameters)} differ from the space's fixed {thaw(self.parameters)}"
+                f"{where}.parameters: {fixed_globals} differ from the space's fixed {thaw(self.parameters)}"
             )
         grid = np.empty(self.shape, dtype=np.float64)
-        searched = {p.name for p in self.search}
+        searched = {p.name for p in self.per_model_search}
         for m, entry in enumerate(recipe.models):
             at = f"{where}.models[{m}].parameters"
             fixed = {k: v for k, v in thaw(entry.parameters).items() if k not in searched}
@@ -274,11 +308,17 @@ class ParameterSpace:
                 raise RecipeError(
                     f"{at}: fixed parameters {fixed} differ from the space's {thaw(self.model_parameters)}"
                 )
-            for p, sp in enumerate(self.search):
+            for p, sp in enumerate(self.per_model_search):
                 if sp.name not in entry.parameters:
                     raise RecipeError(f"{at}.{sp.name}: missing (the space searches it)")
                 grid[:, :, m, p] = self._value_grid(thaw(entry.parameters[sp.name]), f"{at}.{sp.name}", sp)
-        values = grid.reshape(-1)
+        global_grid = np.empty((self.layer_groups, len(self.kind_slots), len(self.global_search)))
+        for q, sp in enumerate(self.global_search):
+            if sp.name not in recipe.parameters:
+                raise RecipeError(f"{where}.parameters.{sp.name}: missing (the space searches it)")
+            global_grid[:, :, q] = self._value_grid(thaw(recipe.parameters[sp.name]), f"{where}.parameters.{sp.name}", sp)
+        n_kinds = len(self.kind_slots)
+        values = np.concatenate([grid.reshape(self.layer_groups, n_kinds, -1), global_grid], axis=2).reshape(-1)
         width = self._upper - self._lower
         x = np.clip((values - self._lower) / width, 0.0, 1.0)
         # Nudge each coordinate by ulps until it decodes to exactly the recorded value, so
@@ -392,6 +432,9 @@ def _validated(where: str, **f: Any) -> dict[str, Any]:
     method = f["merge_method"]
     if not isinstance(method, str) or not method:
         raise UserError(f"{where}.merge_method: required, a merge method name such as 'dare_ties'")
+    rules = RULES.get(method)
+    if rules is None:
+        raise UserError(f"{where}.merge_method: unknown method '{method}' (known: {', '.join(sorted(RULES))})")
 
     models = f["models"]
     if isinstance(models, str) or not isinstance(models, Sequence) or not models:
@@ -406,6 +449,10 @@ def _validated(where: str, **f: Any) -> dict[str, Any]:
     base = f["base_model"]
     if base is not None and (not isinstance(base, str) or not base):
         raise UserError(f"{where}.base_model: must be a model path")
+    if rules.base == "required" and base is None:
+        raise UserError(f"{where}.base_model: {method} needs a base model")
+    merged = len(models) + int(rules.base == "unused" and base is not None and base not in models)
+    rules.check_model_count(merged, f"{where}.models")
 
     groups = f["layer_groups"]
     if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
@@ -435,9 +482,7 @@ def _validated(where: str, **f: Any) -> dict[str, Any]:
         lower, upper = float(sp.lower), float(sp.upper)
         if not lower < upper:
             raise UserError(f"{at}: lower bound {lower} must be below upper bound {upper}")
-        if sp.name in _FRACTIONS and not (0 < lower and upper <= 1):
-            raise UserError(f"{at}: [{lower}, {upper}] must lie inside (0, 1] ({sp.name} is a kept fraction)")
-        normalized.append(SearchedParameter(sp.name, lower, upper))
+        normalized.append(SearchedParameter(sp.name, lower, upper, _searchable(rules, sp.name, lower, upper, at)))
     names = [sp.name for sp in normalized]
     if len(set(names)) != len(names):
         raise UserError(f"{where}.search: each parameter may appear only once")
@@ -457,8 +502,13 @@ def _validated(where: str, **f: Any) -> dict[str, Any]:
                 raise UserError(str(exc)) from None
             if name in names:
                 raise UserError(f"{where}.{key}.{name}: is also searched; fix it or search it, not both")
-            if name in _FRACTIONS and key == "model_parameters" and not (_is_number(value) and 0 < value <= 1):
-                raise UserError(f"{where}.{key}.{name}: {value!r} must be a number in (0, 1]")
+            rule = rules.params.get(name)
+            if rule is None or (key == "model_parameters" and rule.scope == "global"):
+                kind = "a per-model parameter" if key == "model_parameters" else "a parameter"
+                known = ", ".join(k for k, r in rules.params.items()
+                                  if key == "parameters" or r.scope == "per_model") or "none"
+                raise UserError(f"{where}.{key}.{name}: not {kind} of {method} (known: {known})")
+            rules.check_value(name, thaw(value), f"{where}.{key}.{name}")
         fixed[key] = raw if isinstance(raw, FrozenDict) else FrozenDict(raw)
 
     dtype = f["dtype"]
@@ -473,6 +523,21 @@ def _validated(where: str, **f: Any) -> dict[str, Any]:
         layer_groups=groups, kinds=tuple(kinds), parameters=fixed["parameters"],
         model_parameters=fixed["model_parameters"], dtype=dtype, seed=seed,
     )
+
+
+def _searchable(rules: MethodRules, name: str, lower: float, upper: float, at: str) -> str:
+    """The scope of a searchable parameter; a one-line error naming the method and the rule otherwise."""
+    rule = rules.params.get(name)
+    if rule is None:
+        known = ", ".join(k for k, r in rules.params.items() if r.searchable) or "none"
+        raise UserError(f"{at}: '{name}' is not a parameter of {rules.name} (searchable: {known})")
+    if not rule.searchable:
+        raise UserError(f"{at}: {rules.name}'s {name} is {'a flag' if rule.kind == 'bool' else 'an integer'}, "
+                        "not searchable; fix it under parameters")
+    if not (rule.admits(lower) and rule.admits(upper)):
+        why = f"; {name} {rule.why}" if rule.why else ""
+        raise UserError(f"{at}: [{lower}, {upper}] must lie inside {rule.interval} ({rules.name}'s {name}{why})")
+    return rule.scope
 
 
 def _short_names(paths: Sequence[str]) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from search_spaces.errors import RecipeError
+from search_spaces.methods import check_recipe
 from search_spaces.recipe import ModelEntry, Recipe
 from search_spaces.values import resolve
 from workers.checkpoint import Checkpoint, CheckpointError, layer_of, with_layer
@@ -58,6 +59,7 @@ def plan_merge(recipe: Recipe, checkpoints: dict[str, Checkpoint] | None = None)
     method = get_method(recipe.merge_method)
     checkpoints = checkpoints if checkpoints is not None else open_checkpoints(recipe)
     _check_parameters(recipe, method)
+    check_recipe(recipe)  # value ranges and model counts, before any tensor is read
     if method.base == "required" and recipe.base_model is None:
         raise RecipeError(f"base_model: {method.name} needs a base model")
 

@@ -46,15 +46,19 @@ def random_space(rng: np.random.Generator) -> ParameterSpace:
         lo = float(rng.uniform(0.01, 0.9))
         search["density"] = [lo, float(rng.uniform(lo + 0.01, 1.0))]
     kinds = ["self_attn", "mlp"][: int(rng.integers(0, 3))]
+    method = str(rng.choice(["ties", "dare_ties", "task_arithmetic", "della"]))
+    groups = int(rng.integers(1, 5))
+    normalize = bool(rng.random() < 0.5)
+    fix_epsilon = rng.random() < 0.3 and method == "della"  # only della has epsilon
     return ParameterSpace.from_dict({
-        "merge_method": str(rng.choice(["ties", "dare_ties", "task_arithmetic", "della"])),
+        "merge_method": method,
         "base_model": "zoo/base",
         "models": [f"zoo/m{i}" for i in range(n_models)],
-        "layer_groups": int(rng.integers(1, 5)),
+        "layer_groups": groups,
         "kinds": kinds,
         "search": search,
-        "parameters": {"normalize": bool(rng.random() < 0.5)},
-        "model_parameters": {"epsilon": 0.05} if rng.random() < 0.3 else {},
+        "parameters": {"normalize": normalize},
+        "model_parameters": {"epsilon": 0.05} if fix_epsilon else {},
     })
 
 
@@ -216,7 +220,7 @@ def test_encode_rejects_other_models_and_missing_parameters():
 
 # -- construction and validation -------------------------------------------------------------------
 def test_to_dict_round_trips_and_spaces_are_frozen_and_hashable():
-    space = dare_ties(model_parameters={"epsilon": 0.1})
+    space = dare_ties(merge_method="della", model_parameters={"epsilon": 0.1})
     again = ParameterSpace.from_dict(json.loads(json.dumps(space.to_dict())))
     assert again == space and hash(again) == hash(space)
     with pytest.raises(AttributeError):
@@ -228,7 +232,7 @@ def test_direct_construction_normalizes_and_validates():
     assert space.models == ("a", "b") and space.search == (SearchedParameter("weight", 0.0, 1.0),)
     assert space.decode([0.2, 0.4]).models[1].parameters["weight"] == 0.4
     with pytest.raises(UserError, match=r"search_space.search.density: \[0.0, 1.0\] must lie inside \(0, 1\]"):
-        ParameterSpace("ties", ["a"], [SearchedParameter("density", 0, 1)])
+        ParameterSpace("ties", ["a"], [SearchedParameter("density", 0, 1)], base_model="b")
 
 
 @pytest.mark.parametrize("change, match", [
