@@ -5,12 +5,6 @@ PY := $(VENV)/bin/python
 # Re-install whenever the dependency pins change.
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-export HF_HUB_OFFLINE := 1
-export HF_DATASETS_OFFLINE := 1
-export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
-export TOKENIZERS_PARALLELISM := false
-export RAY_USAGE_STATS_ENABLED := 0
-
 .PHONY: demo test venv clean
 
 venv: $(STAMP)

@@ -28,12 +28,17 @@ import os
 import random
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the project and its test fixtures
+
+from workers.offline import go_offline  # noqa: E402
+
+go_offline()
 
 SHAPES = {
     # head_dim 64 throughout: vLLM's CPU attention does not support 16.
@@ -90,8 +95,8 @@ def prepare_models(args) -> tuple[list[str], str, str]:
         zoo = build_zoo(progress=True)  # cached after the first build
         return ([str(p) for p in zoo.models.values()], str(zoo.tasks.include_path),
                 args.task or zoo.tasks.skills["arith"])
-    from workers.scoring.synthetic_tasks import write_synthetic_tasks
-    from workers.synthetic import LlamaShape, write_family
+    from tests.fixtures.synthetic_tasks import write_synthetic_tasks
+    from tests.fixtures.synthetic_models import LlamaShape, write_family
 
     root = Path(args.dir) / args.shape
     paths = [root / "base", root / "variant_0", root / "variant_1"]

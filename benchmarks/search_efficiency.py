@@ -22,7 +22,7 @@ console = Console()
 
 def curve(store, run_id: str) -> list[float]:
     """Best validation fitness after each evaluation, in ask order (references excluded)."""
-    order = {c.id: c.number for c in store.list_candidates(run_id) if "reference" not in c.strategy_info}
+    order = {c.id: c.number for c in store.list_candidates(run_id, kind="search")}
     done = sorted((e.finished_at, e.fitness if e.fitness is not None else float("-inf"))
                   for e in store.list_evaluations(run_id) if e.candidate_id in order and e.finished_at)
     best, out = float("-inf"), []
@@ -44,6 +44,7 @@ def main() -> None:
 
     from evolve import runner
     from evolve.config import load_config
+    from evolve.preflight import check_run
     from evolve.store import Store
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -60,7 +61,7 @@ def main() -> None:
                 "evaluation": {**base.evaluation.model_dump(), "report_test": False},
                 "resources": {**base.resources.model_dump(), "workers": args.workers},
             })
-            outcome = runner.start(store, config, progress=True)
+            outcome = runner.start(store, check_run(config), progress=True)
             results.setdefault(name, []).append({"seed": seed, "run": outcome.run_id, "curve": curve(store, outcome.run_id),
                                                  "busy_fraction": outcome.stats.busy_fraction})
             console.print(f"{name} seed {seed}: best {results[name][-1]['curve'][-1]:.3f}, "

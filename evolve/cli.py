@@ -38,16 +38,18 @@ def _store(args: argparse.Namespace, config=None):
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from evolve.config import load_config
+    from evolve.preflight import check_run
 
     config = load_config(args.config)  # before the heavy imports: a bad config fails at once
+    if args.address:
+        config = config.model_copy(update={"resources": config.resources.model_copy(update={"address": args.address})})
+    checked = check_run(config, source=args.config)  # everything knowable before Ray starts
+    store = _store(args, config)
 
     from evolve import runner
     from evolve.report import print_leaderboard
 
-    if args.address:
-        config = config.model_copy(update={"resources": config.resources.model_copy(update={"address": args.address})})
-    store = _store(args, config)
-    outcome = runner.start(store, config, progress=not args.quiet)
+    outcome = runner.start(store, checked, progress=not args.quiet)
     console.print(f"run [bold]{outcome.run_id}[/]: {outcome.stats.evaluations} evaluations, "
                   f"{outcome.stats.failures} failed, busy fraction {outcome.stats.busy_fraction:.0%}")
     print_leaderboard(store, outcome.run_id, split="test", limit=10)
@@ -59,7 +61,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     from evolve.report import print_leaderboard
 
     store = _store(args)
-    outcome = runner.resume(store, args.run, progress=not args.quiet)
+    outcome = runner.resume(store, args.run, force=args.force, progress=not args.quiet)
     console.print(f"run [bold]{outcome.run_id}[/] resumed: {outcome.stats.evaluations} evaluations in total")
     print_leaderboard(store, outcome.run_id, split="test", limit=10)
     return 0
@@ -119,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="continue an interrupted run")
     resume.add_argument("run")
     resume.add_argument("--store", help=store_help)
+    resume.add_argument("--force", action="store_true",
+                        help="resume even while another driver's heartbeat is fresh, or after a FAILED stop")
     resume.add_argument("--quiet", action="store_true")
     resume.set_defaults(func=_cmd_resume)
 
@@ -153,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from workers.offline import go_offline
+
+    go_offline()
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
@@ -160,6 +167,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        from evolve.loop import RunFailed
+
+        if not isinstance(exc, RunFailed):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130

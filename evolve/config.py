@@ -14,8 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from search_spaces.errors import UserError
+from search_spaces.recipe import DTYPES
 
-DEFAULT_STORE = "sqlite:///runs/evolve.db"
+Dtype = Literal[DTYPES]  # type: ignore[valid-type]
 
 
 class ConfigError(UserError):
@@ -40,7 +41,7 @@ class SpaceConfig(_Strict):
     search: dict[str, tuple[float, float]] = Field(default_factory=lambda: {"weight": (0.0, 1.0)})
     parameters: dict[str, Any] = Field(default_factory=dict, description="fixed global merge parameters")
     model_parameters: dict[str, Any] = Field(default_factory=dict, description="fixed per-model parameters")
-    dtype: Literal["float32", "float16", "bfloat16"] | None = None
+    dtype: Dtype | None = None
 
     @field_validator("search")
     @classmethod
@@ -72,6 +73,19 @@ class BudgetConfig(_Strict):
         return self
 
 
+class FailFastConfig(_Strict):
+    """When a run gives up on its own instead of spending its budget on a broken setup.
+
+    A run stops with status FAILED when its first ``first`` evaluations all fail, or when more
+    than ``max_failure_rate`` of the last ``window`` evaluations failed. Evaluations count
+    once their retries are spent; the source models scored beside the search count too.
+    """
+
+    first: int = Field(default=5, ge=0, description="0 turns the first-evaluations rule off")
+    window: int = Field(default=20, ge=1)
+    max_failure_rate: float = Field(default=0.9, gt=0, le=1, description="1 turns the window rule off")
+
+
 class TaskConfig(_Strict):
     name: str
     metric: str = "exact_match"
@@ -90,16 +104,23 @@ class EvaluationConfig(_Strict):
     """
 
     backend: Literal["hf", "vllm", "analytic"] = "hf"
-    include_path: str | None = Field(default=None, description="folder of lm-eval task YAMLs (default: the zoo's)")
+    include_path: list[str] | None = Field(
+        default=None, description="folders of lm-eval task YAMLs (default: the zoo's, when the models are zoo: models)")
+    include_defaults: bool = Field(default=False, description="also index lm-eval's bundled tasks (slow)")
     batch_size: int = Field(default=32, ge=1)
     seed: int = Field(default=1234, ge=0)
     device: str = "cpu"
-    dtype: Literal["float32", "float16", "bfloat16"] | None = None
+    dtype: Dtype | None = None
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="vllm.LLM / from_pretrained arguments")
     lm_kwargs: dict[str, Any] = Field(default_factory=dict, description="lm-eval model wrapper arguments")
     gen_kwargs: dict[str, Any] = Field(default_factory=dict)
     apply_chat_template: bool = False
     report_test: bool = Field(default=True, description="also score each candidate on the test split")
+
+    @field_validator("include_path", mode="before")
+    @classmethod
+    def _paths(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
 
 class ResourcesConfig(_Strict):
@@ -119,12 +140,17 @@ class RunConfig(_Strict):
     tasks: list[TaskConfig] = Field(min_length=1)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    fail_fast: FailFastConfig = Field(default_factory=FailFastConfig)
     store: str | None = None
 
 
 def resolve_store_url(cli_value: str | None, config: RunConfig | None = None) -> str:
-    """--store beats EVOLVE_STORE beats the config's `store` beats sqlite:///runs/evolve.db."""
-    return cli_value or os.environ.get("EVOLVE_STORE") or (config.store if config else None) or DEFAULT_STORE
+    """--store beats EVOLVE_STORE beats the config's `store` beats the store's default."""
+    from evolve.store import ENV_VAR, default_store_url
+
+    if cli_value or os.environ.get(ENV_VAR) or config is None or config.store is None:
+        return cli_value or default_store_url()
+    return config.store
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -145,14 +171,29 @@ def load_config(path: str | Path) -> RunConfig:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = [str(p) for p in err["loc"]]
-        line = _line_of(root, err["loc"])
-        where = f"{path}:{line}" if line else str(path)
-        field = ".".join(loc) or "(top level)"
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field"
-        raise ConfigError(f"{where}: {field}: {message}") from None
+        raise ConfigError(f"{_where(path, root, err['loc'])}: {message}") from None
+
+
+def field_error(source: str | Path | None, loc: tuple, message: str) -> ConfigError:
+    """A one-line error about config field ``loc`` (e.g. ``("space", "merge_method")``),
+    prefixed with ``file:line`` when the config came from a file."""
+    if source is None:
+        return ConfigError(f"{'.'.join(str(p) for p in loc)}: {message}")
+    path = Path(source)
+    try:
+        root = yaml.compose(path.read_text())
+    except (OSError, yaml.YAMLError):
+        root = None
+    return ConfigError(f"{_where(path, root, loc)}: {message}")
+
+
+def _where(path: Path, root: yaml.Node | None, loc: tuple) -> str:
+    line = _line_of(root, loc)
+    field = ".".join(str(p) for p in loc) or "(top level)"
+    return f"{path}:{line}: {field}" if line else f"{path}: {field}"
 
 
 def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:

@@ -19,8 +19,10 @@ from rich.table import Table
 from evolve import runner
 from evolve.config import load_config, resolve_store_url
 from evolve.export import export_candidate
+from evolve.preflight import check_run
 from evolve.report import print_leaderboard
 from evolve.store import Store
+from workers.offline import go_offline
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "zoo_demo.yaml"
 console = Console()
@@ -55,9 +57,11 @@ def skill_report(board: dict, target: str, skills: dict[str, str]) -> tuple[Tabl
 
 
 def main() -> int:
+    go_offline()
     config = load_config(CONFIG)
+    checked = check_run(config, source=CONFIG)
     store = Store(resolve_store_url(None, config))
-    outcome = runner.start(store, config)
+    outcome = runner.start(store, checked)
     stats = outcome.stats
     console.print(f"run {outcome.run_id}: {stats.evaluations} evaluations ({stats.failures} failed) in "
                   f"{stats.wall_seconds / 60:.1f} min, workers busy {stats.busy_fraction:.0%} of the time")

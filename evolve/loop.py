@@ -5,25 +5,73 @@ in flight per worker, so a slow candidate never leaves the other workers idle (m
 waits for a whole generation). Every ask becomes a candidate row, every result an evaluation
 row, and every tell a snapshot row (the tell log), so `resume` can rebuild the strategy by
 replaying asks and tells in their original order.
+
+A broken setup fails fast: `FailFast` watches every final outcome and stops the run with
+`RunFailed` when the first evaluations all fail, or when too many recent ones do.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from evolve.pool import WorkerLost, WorkerPool
+from evolve.config import FailFastConfig
+from evolve.pool import WorkerPool
 from evolve.store import Store
-from evolve.store.records import EvaluationStatus
+from evolve.store.records import CandidateKind, EvaluationStatus
 from evolve.strategies.base import Candidate, Result, Strategy
+from search_spaces.errors import UserError
 from search_spaces.parameter_space import ParameterSpace
 from search_spaces.recipe import Recipe
+from workers.outcome import WORKER_LOST, EvalOutcome, OutcomeStatus
 
-HEARTBEAT_SECONDS = 5.0
+WAIT_SECONDS = 1.0  # how long the loop blocks on results before checking the budget again
+
+
+class ReplayMismatchError(UserError):
+    """Replaying a run's asks and tells does not reproduce its recorded candidates."""
+
+
+class RunFailed(RuntimeError):
+    """The run gave up on its own: its evaluations keep failing (the message says how)."""
+
+
+class FailFast:
+    """Decides, from the stream of final outcomes, when a run is broken rather than unlucky."""
+
+    def __init__(self, config: FailFastConfig) -> None:
+        self.config = config
+        self.seen = 0
+        self.succeeded = 0
+        self.recent: deque[bool] = deque(maxlen=config.window)  # True: failed
+        self.errors: Counter[str] = Counter()
+
+    def record(self, outcome: EvalOutcome) -> None:
+        """Count one final outcome; raises `RunFailed` when the run should stop."""
+        failed = not outcome.ok
+        self.seen += 1
+        self.succeeded += not failed
+        self.recent.append(failed)
+        if failed:
+            self.errors[outcome.message] += 1
+        first = self.config.first
+        if first and self.seen == first and self.succeeded == 0:
+            raise RunFailed(f"the first {first} evaluations all failed; {self.most_common()}")
+        window, rate = self.config.window, self.config.max_failure_rate
+        if rate < 1 and len(self.recent) == window and sum(self.recent) > rate * window:
+            raise RunFailed(f"{sum(self.recent)} of the last {window} evaluations failed "
+                            f"(more than {rate:.0%}); {self.most_common()}")
+
+    def most_common(self) -> str:
+        if not self.errors:
+            return "no error recorded"
+        message, count = self.errors.most_common(1)[0]
+        return f"most common error ({count}x): {message}"
 
 
 @dataclass
@@ -64,18 +112,21 @@ class SearchLoop:
     max_retries: int = 2
     progress: bool = True
     references: dict[str, Recipe] = field(default_factory=dict)  # name -> recipe of a source model
+    fail_fast: FailFastConfig = field(default_factory=FailFastConfig)
     stats: LoopStats = field(default_factory=LoopStats)
+    running_evaluations: frozenset[int] = frozenset()  # what the driver's heartbeat keeps alive
     _ids: dict[str, str] = field(default_factory=dict)  # strategy candidate id -> store candidate id
     _asked: int = 0
     _told: int = 0
     _results: dict[str, Result] = field(default_factory=dict)  # store candidate id -> result told
     _running: set[str] = field(default_factory=set)  # store candidate ids in flight
     _waiting: dict[str, list[Candidate]] = field(default_factory=dict)  # asks duplicating one in flight
+    _recipes: dict[str, Recipe] = field(default_factory=dict)  # decoded, not yet dispatched
 
     # -- resume ---------------------------------------------------------------------------
     def replay(self) -> list[tuple[Candidate, str]]:
         """Rebuild the strategy from the store; returns the asked-but-unfinished candidates."""
-        stored = [c for c in self.store.list_candidates(self.run_id) if "reference" not in c.strategy_info]
+        stored = self.store.list_candidates(self.run_id, kind=CandidateKind.SEARCH)
         tells = [s.state for s in self.store.list_snapshots(self.run_id)]
         results = _final_results(self.store, self.run_id)
         open_: dict[str, tuple[Candidate, str]] = {}
@@ -93,8 +144,9 @@ class SearchLoop:
                 return
             record = stored[matched] if matched < len(stored) else None
             if record is None or record.recipe_hash != recipe.hash:
-                raise RuntimeError(f"resume of run {self.run_id}: the strategy no longer reproduces "
-                                   f"candidate {record.id if record else self._asked}; was the config changed?")
+                raise ReplayMismatchError(f"resume of run {self.run_id}: the strategy no longer reproduces "
+                                          f"candidate {record.id if record else self._asked}; was the code or "
+                                          "the config changed since the run started?")
             matched += 1
             self._ids[cand.id] = record.id
             open_[cand.id] = (cand, record.id)
@@ -103,7 +155,7 @@ class SearchLoop:
             while self._asked < entry["asked"]:
                 ask_one()
             cand, store_id = open_.pop(entry["strategy_id"])
-            result = results.get(store_id) or Result(fitness=None, samples=None, failed=True)
+            result = results.get(store_id) or _FAILED
             self.strategy.tell(cand.id, result)
             self._results[store_id] = result
             self._told += 1
@@ -116,12 +168,13 @@ class SearchLoop:
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, pending: list[tuple[Candidate, str]] | None = None) -> LoopStats:
+        """Fill the budget; raises `RunFailed` (after recording everything) if the run is broken."""
         queue: list[tuple[Candidate | None, str]] = self._unscored_references() + list(pending or [])
         inflight: dict[Any, _InFlight] = {}
         retries: dict[str, int] = {}
+        watch = FailFast(self.fail_fast)
         start = time.monotonic()
         self.stats.workers = self.pool.size
-        last_beat = 0.0
         with _progress(self.progress, self.max_evaluations) as bar:
             task = bar.add_task("searching", total=self.max_evaluations, completed=self._told)
             while True:
@@ -134,45 +187,57 @@ class SearchLoop:
                     cand, store_id = item
                     worker = self.pool.idle()[0]
                     evaluation_id = self.store.start_evaluation(store_id, worker=f"worker-{worker}")
-                    recipe = self.store.get_candidate(store_id).recipe
-                    ref = self.pool.submit(worker, recipe)
+                    ref = self.pool.submit(worker, self._recipe(store_id))
                     self._running.add(store_id)
                     inflight[ref] = _InFlight(cand, store_id, evaluation_id, worker, time.monotonic(),
                                               attempt=retries.get(store_id, 0) + 1)
                     out_of_budget = self._budget_spent(start, inflight)
+                self.running_evaluations = frozenset(job.evaluation_id for job in inflight.values())
                 if not inflight:
                     break
-                now = time.monotonic()
-                if now - last_beat > HEARTBEAT_SECONDS:
-                    self.store.heartbeat_run(self.run_id)
-                    for job in inflight.values():
-                        self.store.heartbeat_evaluation(job.evaluation_id)
-                    last_beat = now
-                for ref, outcome in self.pool.wait(list(inflight), timeout=HEARTBEAT_SECONDS):
+                for ref, outcome in self.pool.wait(list(inflight), timeout=WAIT_SECONDS):
                     job = inflight.pop(ref)
                     self.stats.busy_seconds += time.monotonic() - job.started
-                    if isinstance(outcome, WorkerLost):
-                        self.store.fail_evaluation(job.evaluation_id, f"worker lost: {outcome.reason}")
+                    if outcome.status == OutcomeStatus.LOST:
+                        self.store.fail_evaluation(job.evaluation_id, outcome.message)
                         self.pool.replace(job.worker)
                         retries[job.store_id] = retries.get(job.store_id, 0) + 1
                         if retries[job.store_id] <= self.max_retries:
                             self.stats.retries += 1
                             queue.insert(0, (job.candidate, job.store_id))
-                        else:
-                            self._running.discard(job.store_id)
-                            self.stats.failures += 1
-                            if job.candidate is not None:
-                                self._tell(job.candidate, job.store_id, Result(fitness=None, samples=None, failed=True))
-                        continue
-                    self.pool.release(job.worker)
-                    self._running.discard(job.store_id)
-                    self._record(job, outcome)
-                    for twin in self._waiting.pop(job.store_id, []):
-                        self._tell(twin, job.store_id, self._results[job.store_id])
+                            continue
+                        self._running.discard(job.store_id)
+                        self.stats.failures += 1
+                        if job.candidate is not None:
+                            self._tell(job.candidate, job.store_id, _FAILED)
+                    else:
+                        self.pool.release(job.worker)
+                        self._running.discard(job.store_id)
+                        self._record(job, outcome)
+                        for twin in self._waiting.pop(job.store_id, []):
+                            self._tell(twin, job.store_id, self._results[job.store_id])
                     bar.update(task, completed=self._told,
                                description=f"searching · best {self.stats.best_fitness:.3f}")
+                    try:
+                        watch.record(outcome)
+                    except RunFailed:
+                        self._abandon(inflight)
+                        raise
         self.stats.wall_seconds = time.monotonic() - start
+        if self.stats.evaluations == 0 and self.stats.failures:
+            raise RunFailed(f"no evaluation succeeded ({self.stats.failures} failed); {watch.most_common()}")
         return self.stats
+
+    def _abandon(self, inflight: dict[Any, _InFlight]) -> None:
+        """Record the evaluations still in flight as failed: the run stops without them."""
+        for job in inflight.values():
+            self.store.fail_evaluation(job.evaluation_id, "abandoned: the run failed fast")
+        inflight.clear()
+        self.running_evaluations = frozenset()
+
+    def _recipe(self, store_id: str) -> Recipe:
+        recipe = self._recipes.pop(store_id, None)
+        return recipe if recipe is not None else Recipe.from_dict(self.store.get_candidate(store_id).recipe)
 
     def _unscored_references(self) -> list[tuple[None, str]]:
         """Source models are scored once per run, beside the search, for the leaderboard."""
@@ -180,8 +245,9 @@ class SearchLoop:
         scored = {ev.candidate_id for ev in self.store.list_evaluations(self.run_id)
                   if ev.status == EvaluationStatus.COMPLETE}
         for name, recipe in self.references.items():
-            record = self.store.add_candidate(self.run_id, (), recipe, strategy_info={"reference": name})
+            record = self.store.add_candidate(self.run_id, (), recipe, kind=CandidateKind.REFERENCE, label=name)
             if record.id not in scored:
+                self._recipes[record.id] = recipe
                 out.append((None, record.id))
         return out
 
@@ -211,31 +277,27 @@ class SearchLoop:
             elif record.id in self._running:
                 self._waiting.setdefault(record.id, []).append(cand)
             else:
+                self._recipes[record.id] = recipe
                 return cand, record.id
 
-    def _record(self, job: _InFlight, outcome: dict) -> None:
-        if job.candidate is None:  # a reference: stored, never told
-            if outcome["status"] == "ok":
-                self._finish(job, outcome)
-            else:
-                self.store.fail_evaluation(job.evaluation_id, outcome["error"])
-            return
-        if outcome["status"] == "ok":
-            self._finish(job, outcome)
-            result = Result(fitness=outcome["fitness"], samples=outcome["samples"].get("validation"), failed=False)
-            self.stats.evaluations += 1
-            self.stats.best_fitness = max(self.stats.best_fitness, outcome["fitness"])
+    def _record(self, job: _InFlight, outcome: EvalOutcome) -> None:
+        if outcome.ok:
+            self.store.finish_evaluation(
+                job.evaluation_id, outcome.fitness, metrics=outcome.metrics, samples=outcome.samples,
+                timings={"merge_seconds": outcome.merge_seconds, "eval_seconds": outcome.eval_seconds},
+                scores=outcome.scores)
         else:
-            self.store.fail_evaluation(job.evaluation_id, outcome["error"])
-            result = Result(fitness=None, samples=None, failed=True)
+            self.store.fail_evaluation(job.evaluation_id, outcome.message)
+        if job.candidate is None:  # a reference: stored, never told
+            return
+        if outcome.ok:
+            result = Result(fitness=outcome.fitness, samples=outcome.validation_samples, failed=False)
+            self.stats.evaluations += 1
+            self.stats.best_fitness = max(self.stats.best_fitness, outcome.fitness)
+        else:
+            result = _FAILED
             self.stats.failures += 1
         self._tell(job.candidate, job.store_id, result)
-
-    def _finish(self, job: _InFlight, outcome: dict) -> None:
-        self.store.finish_evaluation(
-            job.evaluation_id, outcome["fitness"], metrics=outcome["metrics"], samples=outcome["samples"],
-            timings={"merge_seconds": outcome["merge_seconds"], "eval_seconds": outcome["eval_seconds"]},
-            scores=outcome.get("scores"))
 
     def _tell(self, cand: Candidate, store_id: str, result: Result) -> None:
         self.strategy.tell(cand.id, result)
@@ -245,6 +307,9 @@ class SearchLoop:
                                                "candidate": store_id, "told": self._told})
 
 
+_FAILED = Result(fitness=None, samples=None, failed=True)
+
+
 def _final_results(store: Store, run_id: str) -> dict[str, Result]:
     """The last finished evaluation of each candidate, as the strategy was told it."""
     out: dict[str, Result] = {}
@@ -252,8 +317,8 @@ def _final_results(store: Store, run_id: str) -> dict[str, Result]:
         if ev.status == EvaluationStatus.COMPLETE:
             samples = store.get_samples(ev.id, "validation")
             out[ev.candidate_id] = Result(fitness=ev.fitness, samples=samples or None, failed=False)
-        elif ev.status == EvaluationStatus.FAILED and not (ev.error or "").startswith("worker lost:"):
-            out.setdefault(ev.candidate_id, Result(fitness=None, samples=None, failed=True))
+        elif ev.status == EvaluationStatus.FAILED and not (ev.error or "").startswith(f"{WORKER_LOST}:"):
+            out.setdefault(ev.candidate_id, _FAILED)
     return out
 
 

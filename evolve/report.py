@@ -1,7 +1,7 @@
 """Leaderboards and run lists, as rich tables for people and stable JSON for scripts.
 
 Every figure comes from the store. Source models are scored once per run as reference
-candidates (``strategy_info.reference``); they are shown beside the ranking, not in it.
+candidates (``kind: reference``); they are shown beside the ranking, not in it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from evolve.store import Store
+from evolve.store import CandidateKind, Store
 
 console = Console()
 
@@ -24,7 +24,6 @@ def leaderboard_data(store: Store, run_id: str, split: str = "validation", limit
     parents: dict[str, Any] = {}
     ranked = []
     for entry in store.leaderboard(run_id, split="validation"):
-        info = entry.candidate.strategy_info
         on_split = shown.get(entry.candidate.id)
         row = {
             "id": entry.candidate.id,
@@ -34,8 +33,8 @@ def leaderboard_data(store: Store, run_id: str, split: str = "validation", limit
             "recipe_hash": entry.candidate.recipe_hash,
             "parents": list(entry.candidate.parents),
         }
-        if "reference" in info:
-            parents[info["reference"]] = row
+        if entry.candidate.kind == CandidateKind.REFERENCE:
+            parents[entry.candidate.label] = row
         else:
             ranked.append(row)
     if limit is not None:

@@ -1,14 +1,15 @@
-"""Start or resume a search run: config → store rows, search space, strategy, worker pool, loop."""
+"""Start or resume a search run: pre-flighted config → store rows, strategy, worker pool, loop."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from evolve.config import RunConfig
-from evolve.loop import LoopStats, SearchLoop
-from evolve.pool import WorkerPool, WorkerSpec, connect
+from evolve.heartbeat import GRACE_SECONDS, DriverHeartbeat
+from evolve.loop import LoopStats, RunFailed, SearchLoop
+from evolve.pool import WorkerPool, WorkerSpec, WorkerStartError, connect
+from evolve.preflight import CheckedRun, check_run
 from evolve.store import Store
 from evolve.store.records import RunStatus
 from evolve.strategies.registry import make_strategy
@@ -26,32 +27,6 @@ class RunOutcome:
     stats: LoopStats
 
 
-def resolve_model(ref: str) -> str:
-    """A model directory path; ``zoo:NAME`` names a model of the embedded zoo (built if absent)."""
-    if ref.startswith("zoo:"):
-        from workers.zoo import MODEL_NAMES, build_zoo
-
-        name = ref.removeprefix("zoo:")
-        if name not in MODEL_NAMES:
-            raise UserError(f"models: '{ref}' names no zoo model (zoo models: {', '.join(MODEL_NAMES)})")
-        return str(build_zoo(progress=True).models[name])
-    path = Path(ref).expanduser()
-    if not path.is_dir():
-        raise UserError(f"models: '{ref}' is not a model directory")
-    return str(path.resolve())
-
-
-def build_space(config: RunConfig, seed: int) -> ParameterSpace:
-    space = config.space.model_dump()
-    space["search"] = {k: list(v) for k, v in space["search"].items()}
-    return ParameterSpace.from_dict({
-        **space,
-        "base_model": resolve_model(config.models.base),
-        "models": [resolve_model(m) for m in config.models.sources],
-        "seed": seed,
-    })
-
-
 def reference_recipes(space: ParameterSpace) -> dict[str, Recipe]:
     """Each source model as a recipe that reproduces it exactly, to score beside the search."""
     paths = [p for p in [space.base_model, *space.models] if p is not None]
@@ -60,61 +35,84 @@ def reference_recipes(space: ParameterSpace) -> dict[str, Recipe]:
             for p in paths}
 
 
-def scorer_kwargs(config: RunConfig, space: ParameterSpace) -> dict[str, Any]:
-    """Plain data the worker actors build their scorer from (nothing here is a live object)."""
-    return {
-        "models": [space.base_model, *space.models],  # base first: the live model starts from it
-        "tasks": [t.model_dump() for t in config.tasks],
-        "evaluation": config.evaluation.model_dump(),
-    }
-
-
-def execute(store: Store, run_id: str, config: RunConfig, *, resume: bool, progress: bool = True) -> RunOutcome:
-    space = build_space(config, seed=config.strategy.seed)
-    strategy = make_strategy(config.strategy.name, space.dimension, config.strategy.seed,
-                             num_workers=config.resources.workers, **config.strategy.settings)
-    connect(config.resources.address, num_cpus=None)
-    if config.evaluation.backend == "analytic":
+def worker_spec(checked: CheckedRun) -> WorkerSpec:
+    """How each worker actor builds its scorer: plain data only, settings as pre-flight built them."""
+    config, space = checked.config, checked.space
+    if checked.scoring is None:
         factory, kwargs = ANALYTIC_FACTORY, dict(config.evaluation.engine_kwargs)
     else:
-        from workers.candidate_scorer import scoring_settings
-
-        factory, kwargs = SCORER_FACTORY, scorer_kwargs(config, space)
-        scoring_settings(kwargs["tasks"], kwargs["evaluation"])  # bad settings fail here, not in an actor
-    spec = WorkerSpec(factory, kwargs,
+        factory = SCORER_FACTORY
+        kwargs = {"models": [space.base_model, *space.models],  # base first: the live model starts from it
+                  "settings": checked.scoring.settings, "tasks": list(checked.scoring.tasks)}
+    return WorkerSpec(factory, kwargs,
                       num_cpus=config.resources.cpus_per_worker, num_gpus=config.resources.gpus_per_worker)
-    pool = WorkerPool(config.resources.workers, spec)
+
+
+def execute(store: Store, run_id: str, checked: CheckedRun, *, resume: bool, progress: bool = True) -> RunOutcome:
+    config, space = checked.config, checked.space
+    strategy = make_strategy(config.strategy.name, space.dimension, config.strategy.seed,
+                             num_workers=config.resources.workers, **config.strategy.settings)
     max_seconds = config.budget.max_minutes * 60 if config.budget.max_minutes else None
-    loop = SearchLoop(store, run_id, space, strategy, pool, config.budget.max_evaluations, max_seconds,
-                      max_retries=config.resources.max_retries, progress=progress,
-                      references=reference_recipes(space))
-    try:
-        pending = []
-        if resume:
-            # The driver that owned this run is gone, so none of its RUNNING evaluations will
-            # finish: mark them all STALE; replay re-dispatches their candidates.
-            store.fail_stale_evaluations(run_id, grace_seconds=1e-3)
-            pending = loop.replay()
-        store.set_run_status(run_id, RunStatus.RUNNING)
-        stats = loop.run(pending)
-        store.set_run_status(run_id, RunStatus.FINISHED)
-    except KeyboardInterrupt:
-        store.set_run_status(run_id, RunStatus.INTERRUPTED)
-        raise
-    finally:
-        pool.shutdown()
+    pool = None
+    loop: SearchLoop | None = None
+    heartbeat = DriverHeartbeat(store, run_id, evaluations=lambda: loop.running_evaluations if loop else ())
+    with heartbeat:
+        try:
+            connect(config.resources.address, num_cpus=None)
+            pool = WorkerPool(config.resources.workers, worker_spec(checked))
+            loop = SearchLoop(store, run_id, space, strategy, pool, config.budget.max_evaluations, max_seconds,
+                              max_retries=config.resources.max_retries, progress=progress,
+                              references=reference_recipes(space), fail_fast=config.fail_fast)
+            pending = []
+            if resume:
+                # The driver that owned this run is gone (or overridden with --force), so none
+                # of its RUNNING evaluations will finish: STALE; replay re-dispatches them.
+                store.fail_stale_evaluations(run_id, grace_seconds=1e-3)
+                pending = loop.replay()
+            store.set_run_status(run_id, RunStatus.RUNNING)
+            stats = loop.run(pending)
+            store.set_run_status(run_id, RunStatus.FINISHED)
+        except RunFailed as exc:
+            store.set_run_status(run_id, RunStatus.FAILED, error=str(exc))
+            raise RunFailed(f"run {run_id} FAILED: {exc}") from None
+        except WorkerStartError as exc:
+            store.set_run_status(run_id, RunStatus.FAILED, error=str(exc))
+            raise
+        except KeyboardInterrupt:
+            store.set_run_status(run_id, RunStatus.INTERRUPTED)
+            raise
+        finally:
+            if pool is not None:
+                pool.shutdown()
     return RunOutcome(run_id, stats)
 
 
-def start(store: Store, config: RunConfig, *, progress: bool = True) -> RunOutcome:
+def start(store: Store, checked: CheckedRun, *, progress: bool = True) -> RunOutcome:
+    """A new run of a pre-flighted config (`evolve.preflight.check_run`)."""
+    if checked.needs_zoo:
+        from workers.zoo import build_zoo
+
+        build_zoo(progress=progress)
+    config = checked.config
     run = store.create_run(config.name, config.model_dump(mode="json"), seed=config.strategy.seed)
-    return execute(store, run.id, config, resume=False, progress=progress)
+    return execute(store, run.id, checked, resume=False, progress=progress)
 
 
-def resume(store: Store, run_id: str, *, progress: bool = True) -> RunOutcome:
+def resume(store: Store, run_id: str, *, force: bool = False, progress: bool = True) -> RunOutcome:
+    """Continue a run whose driver is gone; refuses a live driver's run unless ``force``."""
     run = store.get_run(run_id)
-    config = RunConfig.model_validate(run.config)
     if run.status == RunStatus.FINISHED:
         raise UserError(f"run {run_id} already finished")
-    return execute(store, run_id, config, resume=True, progress=progress)
+    if run.status == RunStatus.FAILED and not force:
+        raise UserError(f"run {run_id} FAILED: {run.error or 'no reason recorded'}; "
+                        "fix the cause, then resume it with --force")
+    age = store.seconds_since_heartbeat(run_id)
+    if run.status == RunStatus.RUNNING and age is not None and age < GRACE_SECONDS and not force:
+        raise UserError(f"run {run_id} is still driven: its driver beat {age:.0f} s ago (a driver counts as gone "
+                        f"after {GRACE_SECONDS:.0f} s without a heartbeat); wait, or pass --force")
+    checked = check_run(RunConfig.model_validate(run.config))
+    if checked.needs_zoo:
+        from workers.zoo import build_zoo
 
+        build_zoo(progress=progress)
+    return execute(store, run_id, checked, resume=True, progress=progress)

@@ -40,6 +40,16 @@ _TOP_LEVEL_KEYS = {
 }
 
 
+def canonical_json(data: Mapping[str, Any]) -> str:
+    """The one canonical JSON form of a recipe mapping: the same recipe, the same string."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def recipe_hash(data: Mapping[str, Any]) -> str:
+    """The one recipe hash (of `canonical_json`): what makes two candidates the same."""
+    return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:16]
+
+
 class FrozenDict(Mapping):
     """An immutable, hashable mapping whose values are deep-frozen JSON data."""
 
@@ -136,11 +146,11 @@ class Recipe:
 
     def to_json(self) -> str:
         """Canonical JSON: the same recipe always gives the same string."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return canonical_json(self.to_dict())
 
     @property
     def hash(self) -> str:
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+        return recipe_hash(self.to_dict())
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -1,19 +1,18 @@
 """Shared fixtures: small synthetic model families written on the fly (no hub, no downloads)."""
 
-import os
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from workers.offline import go_offline
+
+go_offline()
 
 
 @pytest.fixture(scope="session")
 def family(tmp_path_factory) -> list[Path]:
     """A 2-layer Llama base and two fine-tune-like variants, single-shard float32."""
-    from workers.synthetic import LlamaShape, write_family
+    from tests.fixtures.synthetic_models import LlamaShape, write_family
 
     root = tmp_path_factory.mktemp("family")
     return write_family(root, LlamaShape(layers=3), n_variants=2, seed=0)
@@ -22,7 +21,7 @@ def family(tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="session")
 def sharded_family(tmp_path_factory) -> list[Path]:
     """The same architecture split over several shards, to exercise the sharded index."""
-    from workers.synthetic import LlamaShape, write_family
+    from tests.fixtures.synthetic_models import LlamaShape, write_family
 
     root = tmp_path_factory.mktemp("sharded")
     return write_family(root, LlamaShape(layers=3), n_variants=2, seed=0, max_shard_bytes=40_000)

@@ -19,8 +19,10 @@ from evolve.store.errors import (
     SchemaVersionError,
     StoreConfigError,
     StoreError,
+    StoreUnreachableError,
 )
 from evolve.store.records import (
+    CandidateKind,
     CandidateRecord,
     EvaluationRecord,
     EvaluationStatus,
@@ -33,7 +35,6 @@ from evolve.store.records import (
 from evolve.store.store import (
     DEFAULT_URL,
     ENV_VAR,
-    EvaluationHeartbeat,
     Store,
     default_store_url,
     head_revision,
@@ -44,8 +45,8 @@ from evolve.store.store import (
 __all__ = [
     "DEFAULT_URL",
     "ENV_VAR",
+    "CandidateKind",
     "CandidateRecord",
-    "EvaluationHeartbeat",
     "EvaluationRecord",
     "EvaluationStateError",
     "EvaluationStatus",
@@ -59,6 +60,7 @@ __all__ = [
     "Store",
     "StoreConfigError",
     "StoreError",
+    "StoreUnreachableError",
     "Timings",
     "default_store_url",
     "head_revision",

@@ -31,3 +31,7 @@ class StoreConfigError(StoreError, UserError):
 
 class SchemaVersionError(StoreError, UserError):
     """The database schema is not the one this version of the code expects."""
+
+
+class StoreUnreachableError(StoreError, UserError):
+    """The database server does not answer, or refuses the connection."""

@@ -176,6 +176,7 @@ class RunModel(Base):
     created_at: Mapped[datetime] = mapped_column(sa.DateTime, default=utcnow())
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime, default=utcnow(), onupdate=utcnow())
     heartbeat_at: Mapped[datetime | None] = mapped_column(sa.DateTime, nullable=True)
+    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
 
     @classmethod
     def find_or_raise(
@@ -210,6 +211,8 @@ class CandidateModel(Base):
     parents: Mapped[Any] = mapped_column(JSONValue, nullable=False)
     strategy_info: Mapped[Any] = mapped_column(JSONValue, nullable=False)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime, default=utcnow())
+    kind: Mapped[str] = mapped_column(sa.String(16), server_default="search")
+    label: Mapped[str | None] = mapped_column(sa.String(256), nullable=True)
 
     @classmethod
     def find_or_raise(

@@ -21,6 +21,13 @@ class RunStatus(enum.StrEnum):
     INTERRUPTED = "INTERRUPTED"
 
 
+class CandidateKind(enum.StrEnum):
+    """SEARCH: proposed by the strategy. REFERENCE: a source model scored as it is, beside the search."""
+
+    SEARCH = "search"
+    REFERENCE = "reference"
+
+
 class EvaluationStatus(enum.StrEnum):
     """Life cycle: PENDING -> RUNNING -> COMPLETE | FAILED | STALE.
 
@@ -53,6 +60,8 @@ class RunRecord:
     created_at: datetime
     updated_at: datetime
     heartbeat_at: datetime | None
+    error: str | None = None
+    """Why the run stopped on its own (e.g. fail-fast), if it did."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,9 @@ class CandidateRecord:
     parents: tuple[str, ...]
     strategy_info: dict[str, Any]
     created_at: datetime
+    kind: CandidateKind = CandidateKind.SEARCH
+    label: str | None = None
+    """A reference's name (its model directory's name)."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ suite that checks them on every backend.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -39,6 +38,7 @@ from evolve.store.errors import (
     SchemaVersionError,
     StoreConfigError,
     StoreError,
+    StoreUnreachableError,
 )
 from evolve.store.models import (
     Base,
@@ -54,6 +54,7 @@ from evolve.store.models import (
     utcnow,
 )
 from evolve.store.records import (
+    CandidateKind,
     CandidateRecord,
     EvaluationRecord,
     EvaluationStatus,
@@ -63,6 +64,7 @@ from evolve.store.records import (
     SnapshotRecord,
     Timings,
 )
+from search_spaces.recipe import recipe_hash
 
 _log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ DEFAULT_URL = "sqlite:///runs/evolve.db"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 UPGRADE_COMMAND = "python -m evolve.store upgrade"
 
+CONNECT_TIMEOUT_SECONDS = 10
 _MAX_ERROR_CHARS = 20_000  # keep the tail of long tracebacks
 _SCHEMA_LOCK_KEY = zlib.crc32(b"evolve.store.schema")  # PostgreSQL advisory lock id
 _WRITE = "evolve_store_write"  # execution option: open the SQLite transaction IMMEDIATE
@@ -87,9 +90,8 @@ def default_store_url() -> str:
 
 
 def recipe_hash_of(recipe: Mapping[str, Any]) -> str:
-    """Hash of a recipe's canonical JSON; the same scheme as `search_spaces.Recipe.hash`."""
-    text = json.dumps(to_json_data(recipe, "recipe"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """Hash of a recipe mapping: `search_spaces.recipe.recipe_hash`, the same as `Recipe.hash`."""
+    return recipe_hash(to_json_data(recipe, "recipe"))
 
 
 # -- engine and schema --------------------------------------------------------------------
@@ -132,7 +134,9 @@ def _json_dumps(value: Any) -> str:
 
 def _make_engine(url: sa.URL, busy_timeout: float) -> sa.Engine:
     if url.get_backend_name() == "postgresql":
-        return sa.create_engine(url, pool_pre_ping=True, json_serializer=_json_dumps)
+        # A server that does not answer fails the connection in seconds, not minutes.
+        return sa.create_engine(url, pool_pre_ping=True, json_serializer=_json_dumps,
+                                connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS})
 
     memory = _is_memory_sqlite(url)
     kwargs: dict[str, Any] = {
@@ -324,7 +328,13 @@ class Store:
     def _ensure_schema(self, upgrade: bool) -> None:
         head = head_revision()
         try:
-            with self._lock, self._engine.connect() as raw:
+            raw_connection = self._engine.connect()
+        except SQLAlchemyError as exc:
+            orig = getattr(exc, "orig", None) or exc
+            reason = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+            raise StoreUnreachableError(f"store {self.url}: cannot connect ({reason})") from None
+        try:
+            with self._lock, raw_connection as raw:
                 connection = raw.execution_options(**{_WRITE: True})
                 with connection.begin():
                     if not self._is_sqlite:
@@ -417,14 +427,15 @@ class Store:
             query = query.where(RunModel.status == RunStatus(status).value)
         return self._read(lambda s: [_run_record(row) for row in s.scalars(query)])
 
-    def set_run_status(self, run_id: str, status: RunStatus | str) -> RunRecord:
+    def set_run_status(self, run_id: str, status: RunStatus | str, error: str | None = None) -> RunRecord:
         """Any transition is allowed: `resume` sets an INTERRUPTED or FAILED run back to
-        RUNNING."""
+        RUNNING. `error` says why a run stopped on its own; it is cleared by the next status."""
         status = RunStatus(status)
 
         def work(session: Session) -> RunRecord:
             row = RunModel.find_or_raise(session, run_id, for_update=True)
             row.status = status.value
+            row.error = error
             row.updated_at = utcnow()
             session.flush()
             session.refresh(row)
@@ -447,6 +458,18 @@ class Store:
 
         self._write(work)
 
+    def seconds_since_heartbeat(self, run_id: str) -> float | None:
+        """Seconds since the run's driver last beat, on the database clock (None: never)."""
+
+        def work(session: Session) -> float | None:
+            RunModel.find_or_raise(session, run_id)
+            age = session.scalar(
+                sa.select(seconds_since(RunModel.heartbeat_at)).where(RunModel.id == run_id)
+            )
+            return None if age is None else float(age)
+
+        return self._read(work)
+
     # -- candidates ---------------------------------------------------------------------
 
     def add_candidate(
@@ -459,6 +482,8 @@ class Store:
         parents: Iterable[str] = (),
         generation: int = 0,
         strategy_info: Mapping[str, Any] | None = None,
+        kind: CandidateKind | str = CandidateKind.SEARCH,
+        label: str | None = None,
     ) -> CandidateRecord:
         """Record a proposed candidate, or return the run's existing candidate with the same
         recipe hash (unchanged: its genome, parents and generation are kept).
@@ -474,6 +499,7 @@ class Store:
             raise TypeError(f"parents must be candidate ids (strings), got {parent_ids!r}")
         info = to_json_data(dict(strategy_info or {}), "strategy_info")
         generation = int(generation)
+        kind = CandidateKind(kind)
 
         def work(session: Session) -> CandidateRecord:
             # Serialize additions per run (PostgreSQL), so `number` has no gaps or races.
@@ -506,6 +532,8 @@ class Store:
                 recipe_hash=recipe_hash,
                 parents=list(parent_ids),
                 strategy_info=info,
+                kind=kind.value,
+                label=label,
             )
             session.add(row)
             session.flush()
@@ -524,8 +552,10 @@ class Store:
 
         return self._read(work)
 
-    def list_candidates(self, run_id: str, *, generation: int | None = None) -> list[CandidateRecord]:
-        """The run's candidates in the order they were added."""
+    def list_candidates(
+        self, run_id: str, *, generation: int | None = None, kind: CandidateKind | str | None = None
+    ) -> list[CandidateRecord]:
+        """The run's candidates in the order they were added (of one `kind`, if given)."""
         query = (
             sa.select(CandidateModel)
             .where(CandidateModel.run_id == run_id)
@@ -533,6 +563,8 @@ class Store:
         )
         if generation is not None:
             query = query.where(CandidateModel.generation == int(generation))
+        if kind is not None:
+            query = query.where(CandidateModel.kind == CandidateKind(kind).value)
         return self._read(lambda s: [_candidate_record(row) for row in s.scalars(query)])
 
     # -- evaluations --------------------------------------------------------------------
@@ -610,11 +642,6 @@ class Store:
                 _check_updatable(EvaluationModel.find_or_raise(session, evaluation_id))
 
         self._write(work)
-
-    def heartbeat(self, evaluation_id: int, interval_seconds: float = 30.0) -> EvaluationHeartbeat:
-        """A context manager whose background thread heartbeats `evaluation_id` every
-        `interval_seconds` until the block exits (see `EvaluationHeartbeat`)."""
-        return EvaluationHeartbeat(self, evaluation_id, interval_seconds)
 
     def finish_evaluation(
         self,
@@ -876,48 +903,6 @@ class Store:
         return self._read(lambda s: [_snapshot_record(row) for row in s.scalars(query)])
 
 
-class EvaluationHeartbeat:
-    """Heartbeats one evaluation from a daemon thread while a block runs (optuna's
-    `HeartbeatThread`). If a heartbeat fails (e.g. the evaluation was declared STALE),
-    the thread stops and keeps the error in `.error`; the block is not interrupted.
-
-        with store.heartbeat(evaluation_id, interval_seconds=30) as beat:
-            ... score the candidate ...
-            if beat.error: ...  # it went STALE meanwhile
-    """
-
-    def __init__(self, store: Store, evaluation_id: int, interval_seconds: float) -> None:
-        if not interval_seconds > 0:
-            raise ValueError(f"interval_seconds must be > 0, got {interval_seconds!r}")
-        self._store = store
-        self._evaluation_id = evaluation_id
-        self._interval = float(interval_seconds)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: StoreError | None = None
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._store.heartbeat_evaluation(self._evaluation_id)
-            except StoreError as exc:
-                _log.warning("heartbeat of evaluation %s stopped: %s", self._evaluation_id, exc)
-                self.error = exc
-                return
-
-    def __enter__(self) -> EvaluationHeartbeat:
-        self._thread = threading.Thread(
-            target=self._loop, name=f"heartbeat-{self._evaluation_id}", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-
 def upgrade_schema(url: str | None = None) -> str:
     """Bring the database at `url` to the head revision; returns that revision."""
     with Store(url, upgrade=True) as store:
@@ -1041,6 +1026,7 @@ def _run_record(row: RunModel) -> RunRecord:
         created_at=row.created_at,
         updated_at=row.updated_at,
         heartbeat_at=row.heartbeat_at,
+        error=row.error,
     )
 
 
@@ -1056,6 +1042,8 @@ def _candidate_record(row: CandidateModel) -> CandidateRecord:
         parents=tuple(row.parents),
         strategy_info=row.strategy_info,
         created_at=row.created_at,
+        kind=CandidateKind(row.kind),
+        label=row.label,
     )
 
 

@@ -12,25 +12,21 @@ yet") and `_tell`. Invariants every strategy keeps:
   with a penalty fitness (see `Strategy.penalty_fitness`), so CMA generations complete.
 - Identical seed + identical ask/tell sequence gives identical candidates.
 
-Resume is by replay, not by pickle: `Strategy.events` is that ordered log, JSON-friendly
-(``("ask", genome)`` and ``("tell", id, Result)``), and `Strategy.replay(events)` re-runs it on a
-fresh strategy built with the same seed and settings, checking that every re-asked genome
-equals the recorded one. Afterwards the strategy continues exactly as if never interrupted;
-candidates asked but never told are in `pending` (re-submit them, or tell them failed).
+Resume is by replay, not by pickle: the search loop records every ask and tell in the store,
+and `evolve.loop.SearchLoop.replay` re-runs them, in order, on a fresh strategy built with the
+same seed and settings. Afterwards the strategy continues exactly as if never interrupted.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-GENOME_ATOL = 1e-12
-"""Replay tolerance between a re-asked genome and the recorded one (JSON keeps floats exact)."""
 
 
 class StrategyError(RuntimeError):
@@ -46,10 +42,6 @@ class UnknownCandidateError(StrategyError, KeyError):
 
 class AlreadyToldError(StrategyError):
     """`tell` twice for the same candidate."""
-
-
-class ReplayMismatchError(StrategyError):
-    """A replayed ask gave a different genome than the recorded one (different seed or settings)."""
 
 
 @dataclass(frozen=True)
@@ -138,23 +130,8 @@ class Proposal:
     handle: Any = None  # algorithm-private object to attach to the candidate id (see `_on_asked`)
 
 
-Event = tuple  # ("ask", genome) | ("ask", id, genome) | ("tell", id, Result | dict)
-
-
-def events_to_json(events: Iterable[Event]) -> list[list[Any]]:
-    """The event log as plain JSON data (results as `Result.to_dict`); `replay` accepts it."""
-    out: list[list[Any]] = []
-    for event in events:
-        if event[0] == "tell":
-            result = event[2].to_dict() if isinstance(event[2], Result) else dict(event[2])
-            out.append(["tell", str(event[1]), result])
-        else:
-            out.append(["ask", *[str(e) for e in event[1:-1]], [float(v) for v in event[-1]]])
-    return out
-
-
 class Strategy(ABC):
-    """Base class: validation, ids, bookkeeping, failure penalties, events and replay.
+    """Base class: validation, ids, bookkeeping and failure penalties.
 
     Subclasses set ``name`` and implement `_ask` and `_tell`; they may override `_state`
     (extra snapshot fields) and `_check_result` (reject a result before any bookkeeping).
@@ -177,7 +154,6 @@ class Strategy(ABC):
         self._candidates: dict[str, Candidate] = {}
         self._results: dict[str, Result] = {}
         self._pending: dict[str, Candidate] = {}  # insertion-ordered
-        self._events: list[Event] = []
         self._best: tuple[float, str] | None = None
         self._worst: float | None = None
         self._num_failed = 0
@@ -214,7 +190,6 @@ class Strategy(ABC):
         # replay will raise at the same point; that is a bug to fix, not a state to lose.
         self._results[candidate_id] = result
         del self._pending[candidate_id]
-        self._events.append(("tell", candidate_id, result))
         if result.failed:
             self._num_failed += 1
         else:
@@ -235,50 +210,6 @@ class Strategy(ABC):
             return -1.0
         best = self._best[0]
         return self._worst - max(1.0, best - self._worst)
-
-    # -- resume -------------------------------------------------------------------------
-    @property
-    def events(self) -> list[Event]:
-        """The ordered log: ``("ask", genome)`` per candidate asked, ``("tell", id, Result)``."""
-        return list(self._events)
-
-    def replay(self, events: Iterable[Event]) -> Strategy:
-        """Re-run a recorded ask/tell log on this fresh strategy; returns self.
-
-        Each ask event is one ``ask(1)``; its genome must equal the recorded one (to
-        ``GENOME_ATOL``), and an ask event may carry the id as ``("ask", id, genome)`` to check
-        that too. Results may be `Result` objects or their ``to_dict()`` form.
-        """
-        if self._candidates:
-            raise StrategyError("replay: needs a fresh strategy (this one has already asked candidates)")
-        for k, event in enumerate(events):
-            kind = event[0] if isinstance(event, Sequence) and event else None
-            if kind == "ask" and len(event) in (2, 3):
-                recorded = np.asarray(event[-1], dtype=np.float64)
-                got = self._ask_one()
-                if got is None:
-                    raise ReplayMismatchError(
-                        f"replay: event {k}: the strategy had no candidate to give where the log records "
-                        "one; was it built with the same name, seed and settings?"
-                    )
-                if len(event) == 3 and str(event[1]) != got.id:
-                    raise ReplayMismatchError(f"replay: event {k}: recorded id '{event[1]}', re-asked '{got.id}'")
-                if recorded.shape != got.array.shape or not np.allclose(got.array, recorded, rtol=0, atol=GENOME_ATOL):
-                    raise ReplayMismatchError(
-                        f"replay: event {k}: candidate '{got.id}' re-asked a different genome than recorded; "
-                        f"the strategy must be built with the same name, seed ({self.seed}) and settings "
-                        f"(recorded {recorded[:4].tolist()}..., got {list(got.genome[:4])}...)"
-                    )
-            elif kind == "tell" and len(event) == 3:
-                result = event[2]
-                if isinstance(result, Mapping):
-                    result = Result.from_dict(result)
-                self.tell(str(event[1]), result)
-            else:
-                raise StrategyError(
-                    f"replay: event {k}: expected ('ask', genome) or ('tell', id, result), got {event!r}"
-                )
-        return self
 
     # -- introspection ------------------------------------------------------------------
     @property
@@ -359,7 +290,6 @@ class Strategy(ABC):
         )
         self._candidates[candidate.id] = candidate
         self._pending[candidate.id] = candidate
-        self._events.append(("ask", candidate.genome))
         self._on_asked(candidate, proposal)
         return candidate
 

@@ -1,18 +1,18 @@
-"""The steady-state loop on a real local Ray cluster, with the model-free analytic scorer."""
+"""The steady-state loop on a real local Ray cluster, with the model-free analytic scorer.
+
+Assertions are about behaviour, never speed, and never about the order in which jittered
+results arrive: where an assertion needs an order, the run has one worker.
+"""
 
 import os
 import signal
-import sqlite3
-import subprocess
-import sys
-import time
 
 import pytest
 import ray
-import yaml
 
 from evolve import runner
 from evolve.config import RunConfig
+from evolve.preflight import check_run
 from evolve.store import Store
 from evolve.store.records import EvaluationStatus, RunStatus
 
@@ -40,24 +40,39 @@ def config_dict(family, **overrides) -> dict:
         "resources": {"workers": 2},
     }
     for key, value in overrides.items():
-        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     return data
+
+
+def start(store: Store, data: dict):
+    return runner.start(store, check_run(RunConfig.model_validate(data)), progress=False)
 
 
 def test_search_fills_the_budget_and_records_everything(local_ray, family, tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'runs.db'}")
-    outcome = runner.start(store, RunConfig.model_validate(config_dict(family)), progress=False)
+    outcome = start(store, config_dict(family))
     evaluations = store.list_evaluations(outcome.run_id)
-    searched = [c for c in store.list_candidates(outcome.run_id) if "reference" not in c.strategy_info]
+    searched = store.list_candidates(outcome.run_id, kind="search")
+    references = store.list_candidates(outcome.run_id, kind="reference")
     assert len(searched) == 18 and outcome.stats.evaluations == 18
+    assert sorted(c.label for c in references) == ["base", "variant_0", "variant_1"]
+    assert all(c.strategy_info.get("strategy_id") is not None for c in searched)
     assert all(e.status == EvaluationStatus.COMPLETE for e in evaluations)
     assert len(evaluations) == 18 + 3  # plus base and both sources scored as references
     assert store.get_run(outcome.run_id).status == RunStatus.FINISHED
-    # CMA-ES improves on its first generation's best.
-    by_number = {c.id: c.number for c in searched}
-    ordered = sorted((by_number[e.candidate_id], e.fitness) for e in evaluations if e.candidate_id in by_number)
+    assert {e.worker for e in evaluations} == {"worker-0", "worker-1"}  # both workers were used
+    stats = outcome.stats
+    assert 0 < stats.busy_seconds <= stats.wall_seconds * stats.workers  # accounting, not speed
+
+
+def test_cma_improves_on_its_first_generation(local_ray, family, tmp_path):
+    """One worker: results arrive in ask order, so the seeded run is the same on every machine."""
+    store = Store(f"sqlite:///{tmp_path / 'runs.db'}")
+    outcome = start(store, config_dict(family, resources={"workers": 1}, evaluation={"engine_kwargs": {}}))
+    number = {c.id: c.number for c in store.list_candidates(outcome.run_id, kind="search")}
+    ordered = sorted((number[e.candidate_id], e.fitness) for e in store.list_evaluations(outcome.run_id)
+                     if e.candidate_id in number)
     assert max(f for _, f in ordered[6:]) > max(f for _, f in ordered[:6])
-    assert outcome.stats.busy_fraction > 0.6
 
 
 def test_a_killed_worker_actor_is_replaced_and_its_candidate_retried(local_ray, family, tmp_path):
@@ -68,7 +83,7 @@ def test_a_killed_worker_actor_is_replaced_and_its_candidate_retried(local_ray, 
     store = Store(f"sqlite:///{tmp_path / 'runs.db'}")
     config = RunConfig.model_validate(config_dict(family, budget={"max_evaluations": 8}))
     run = store.create_run("kill", config.model_dump(mode="json"), seed=0)
-    space = runner.build_space(config, seed=0)
+    space = check_run(config).space
     pool = WorkerPool(2, WorkerSpec(runner.ANALYTIC_FACTORY, {"delay": 1.0}))
     victim_pid = ray.get(pool.actors[0].pid.remote())
     loop = SearchLoop(store, run.id, space, make_strategy("random", space.dimension, 0), pool, 8, None, progress=False)
@@ -80,49 +95,10 @@ def test_a_killed_worker_actor_is_replaced_and_its_candidate_retried(local_ray, 
     pool.shutdown()
     evaluations = store.list_evaluations(run.id)
     lost = [e for e in evaluations if e.status == EvaluationStatus.FAILED]
-    assert len(lost) == 1 and lost[0].error.startswith("worker lost")
+    assert len(lost) == 1 and lost[0].error.startswith("worker_lost: ")
     retried = [e for e in evaluations if e.candidate_id == lost[0].candidate_id and e.attempt == 2]
     assert retried and retried[0].status == EvaluationStatus.COMPLETE
     assert stats.retries == 1 and stats.evaluations == 8
-
-
-def _complete(db) -> int:
-    try:
-        with sqlite3.connect(db) as conn:
-            return conn.execute("select count(*) from evaluations where status='COMPLETE'").fetchone()[0]
-    except sqlite3.OperationalError:  # the driver has not created the schema yet
-        return 0
-
-
-def test_resume_after_sigkill_of_the_driver_loses_and_repeats_nothing(family, tmp_path):
-    db = tmp_path / "runs.db"
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(yaml.safe_dump(config_dict(family, budget={"max_evaluations": 24},
-                                              evaluation={"engine_kwargs": {"delay": 0.3}})))
-    env = dict(os.environ, EVOLVE_STORE=f"sqlite:///{db}")
-    driver = subprocess.Popen([sys.executable, "-m", "evolve.cli", "run", str(cfg), "--quiet"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and (not db.exists() or _complete(db) < 10):
-        time.sleep(0.2)
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and its local Ray cluster
-    driver.wait()
-    before = Store(f"sqlite:///{db}")
-    (run,) = before.list_runs()
-    finished_before = {e.id: e for e in before.list_evaluations(run.id) if e.status == EvaluationStatus.COMPLETE}
-    assert 10 <= len(finished_before) < 24 + 3
-
-    proc = subprocess.run([sys.executable, "-m", "evolve.cli", "resume", run.id, "--quiet"], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    after = Store(f"sqlite:///{db}")
-    evaluations = after.list_evaluations(run.id)
-    complete = [e for e in evaluations if e.status == EvaluationStatus.COMPLETE]
-    # Nothing finished is lost or changed, nothing is scored twice, the budget is met exactly.
-    assert all(finished_before[i] == e for e in complete if (i := e.id) in finished_before)
-    assert set(finished_before) <= {e.id for e in complete}
-    assert len({e.candidate_id for e in complete}) == len(complete) == 24 + 3
-    assert after.get_run(run.id).status == RunStatus.FINISHED
 
 
 def test_leaderboard_runs_and_export_read_back_from_the_store(local_ray, family, tmp_path, capsys):
@@ -132,8 +108,7 @@ def test_leaderboard_runs_and_export_read_back_from_the_store(local_ray, family,
     from search_spaces.recipe import Recipe
 
     url = f"sqlite:///{tmp_path / 'runs.db'}"
-    run_id = runner.start(Store(url), RunConfig.model_validate(config_dict(family, budget={"max_evaluations": 8})),
-                          progress=False).run_id
+    run_id = start(Store(url), config_dict(family, budget={"max_evaluations": 8})).run_id
     capsys.readouterr()
     assert main(["leaderboard", run_id, "--split", "test", "--format", "json", "--store", url]) == 0
     board = json.loads(capsys.readouterr().out)
@@ -156,3 +131,78 @@ def test_leaderboard_runs_and_export_read_back_from_the_store(local_ray, family,
     card = (out / "README.md").read_text()
     assert best.id in card and "analytic" in card
     assert main(["leaderboard", "r-nope", "--store", url]) == 2
+
+
+# -- failing fast -----------------------------------------------------------------------------------
+def failing_config(family, tmp_path, **overrides):
+    import yaml
+
+    data = config_dict(family, **{"budget": {"max_evaluations": 60},
+                                  "evaluation": {"engine_kwargs": {"fail_rate": 1.0}}, **overrides})
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_a_run_whose_evaluations_all_fail_stops_failed_after_the_first_five(local_ray, family, tmp_path, capsys):
+    from evolve.cli import main
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    assert main(["run", str(failing_config(family, tmp_path)), "--store", url, "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "FAILED: the first 5 evaluations all failed" in err[0] and "injected failure" in err[0]
+    store = Store(url)
+    (run,) = store.list_runs()
+    assert run.status == RunStatus.FAILED and "the first 5 evaluations all failed" in run.error
+    evaluations = store.list_evaluations(run.id)
+    assert not any(e.status == EvaluationStatus.COMPLETE for e in evaluations)
+    assert 5 <= len(evaluations) <= 5 + 2  # the five, and at most one in flight per worker (abandoned)
+    assert all(e.status == EvaluationStatus.FAILED for e in evaluations)
+
+    assert main(["resume", run.id, "--store", url, "--quiet"]) == 2  # says why it stopped
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"run {run.id} FAILED: the first 5 evaluations all failed" in err[0]
+    assert "--force" in err[0]
+
+
+def test_all_failed_never_exits_zero_even_with_fail_fast_off(local_ray, family, tmp_path, capsys):
+    from evolve.cli import main
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    config = failing_config(family, tmp_path, budget={"max_evaluations": 3},
+                            fail_fast={"first": 0, "max_failure_rate": 1.0})
+    assert main(["run", str(config), "--store", url, "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no evaluation succeeded (3 failed)" in err[0]
+    assert Store(url).list_runs()[0].status == RunStatus.FAILED
+
+
+def _outcome(ok: bool, error: str = "merge_error: boom"):
+    from workers.outcome import EvalOutcome, OutcomeStatus
+
+    if ok:
+        return EvalOutcome(OutcomeStatus.OK, fitness=1.0)
+    kind, message = error.split(": ", 1)
+    return EvalOutcome.failed(kind, message)
+
+
+def test_fail_fast_rules():
+    from evolve.config import FailFastConfig
+    from evolve.loop import FailFast, RunFailed
+
+    watch = FailFast(FailFastConfig(first=3, window=4, max_failure_rate=0.5))
+    watch.record(_outcome(False))
+    watch.record(_outcome(True))  # one success among the first three: the first rule never fires
+    watch.record(_outcome(False, "oom: a"))
+    with pytest.raises(RunFailed, match=r"3 of the last 4 evaluations failed \(more than 50%\); "
+                                        r"most common error \(1x\): merge_error: boom"):
+        watch.record(_outcome(False, "oom: b"))
+
+    first = FailFast(FailFastConfig(first=2, window=20, max_failure_rate=1.0))
+    first.record(_outcome(False))
+    with pytest.raises(RunFailed, match=r"the first 2 evaluations all failed; most common error \(2x\)"):
+        first.record(_outcome(False))
+    off = FailFast(FailFastConfig(first=0, window=2, max_failure_rate=1.0))
+    for _ in range(10):
+        off.record(_outcome(False))  # both rules off: only the end-of-run check remains

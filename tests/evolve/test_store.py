@@ -19,6 +19,7 @@ from alembic.runtime.migration import MigrationContext
 
 import evolve.store.store as store_module
 from evolve.store import (
+    CandidateKind,
     EvaluationStateError,
     EvaluationStatus,
     FinishedEvaluationError,
@@ -275,12 +276,12 @@ def test_stale_evaluations_are_detected_on_the_database_clock(store, run):
     silent = store.add_candidate(run.id, [0.1], _recipe(1))
     alive = store.add_candidate(run.id, [0.2], _recipe(2))
     silent_eid = store.start_evaluation(silent.id, "w-dead")
-    with store.heartbeat(store.start_evaluation(alive.id, "w-alive"), interval_seconds=0.1) as beat:
-        assert store.fail_stale_evaluations(run.id, grace_seconds=0.6) == []
-        time.sleep(0.9)
-        assert store.fail_stale_evaluations(run.id, grace_seconds=0.6) == [silent.id]
-        assert store.fail_stale_evaluations(run.id, grace_seconds=0.6) == []  # already moved
-    assert beat.error is None
+    alive_eid = store.start_evaluation(alive.id, "w-alive")
+    assert store.fail_stale_evaluations(run.id, grace_seconds=1.0) == []
+    time.sleep(1.5)
+    store.heartbeat_evaluation(alive_eid)  # the live worker beats; the dead one does not
+    assert store.fail_stale_evaluations(run.id, grace_seconds=1.0) == [silent.id]
+    assert store.fail_stale_evaluations(run.id, grace_seconds=1.0) == []  # already moved
 
     stale = store.get_evaluation(silent_eid)
     assert stale.status is EvaluationStatus.STALE and "heartbeat" in stale.error
@@ -297,14 +298,26 @@ def test_stale_evaluations_are_detected_on_the_database_clock(store, run):
         store.fail_stale_evaluations(run.id, 0)
 
 
-def test_heartbeat_thread_reports_a_stale_evaluation(store, run):
-    eid = store.start_evaluation(store.add_candidate(run.id, [0.1], _recipe(1)).id, "w")
-    with store.heartbeat(eid, interval_seconds=0.05) as beat:
-        store.fail_evaluation(eid, "cancelled by the driver")
-        deadline = time.monotonic() + 5
-        while beat.error is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-    assert isinstance(beat.error, FinishedEvaluationError)
+def test_seconds_since_heartbeat_is_on_the_database_clock(store, run):
+    assert 0 <= store.seconds_since_heartbeat(run.id) < 60
+    time.sleep(0.3)
+    before = store.seconds_since_heartbeat(run.id)
+    store.heartbeat_run(run.id)
+    assert store.seconds_since_heartbeat(run.id) < before
+    with pytest.raises(NotFoundError):
+        store.seconds_since_heartbeat("r-missing")
+
+
+def test_candidate_kinds_and_run_errors(store, run):
+    ref = store.add_candidate(run.id, [], _recipe(1), kind="reference", label="base")
+    searched = store.add_candidate(run.id, [0.5], _recipe(2))
+    assert (ref.kind, ref.label) == (CandidateKind.REFERENCE, "base")
+    assert (searched.kind, searched.label) == (CandidateKind.SEARCH, None)
+    assert [c.id for c in store.list_candidates(run.id, kind="search")] == [searched.id]
+    assert [c.id for c in store.list_candidates(run.id, kind=CandidateKind.REFERENCE)] == [ref.id]
+    failed = store.set_run_status(run.id, RunStatus.FAILED, error="the first 5 evaluations all failed")
+    assert failed.error == "the first 5 evaluations all failed"
+    assert store.set_run_status(run.id, RunStatus.RUNNING).error is None  # cleared by the next status
 
 
 # -- leaderboard and snapshots -------------------------------------------------------------
@@ -446,7 +459,7 @@ def test_models_match_the_migrated_schema(store):
     with store._engine.connect() as connection:
         diffs = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert diffs == []
-    assert store.schema_revision() == head_revision() == "0001_initial"
+    assert store.schema_revision() == head_revision() == "0002_kinds_and_run_errors"
 
 
 def _set_revision(url: str, revision: str) -> None:
@@ -466,7 +479,7 @@ def test_schema_mismatch_errors_name_the_fix(store_url, monkeypatch):
     with pytest.raises(SchemaVersionError) as old:
         Store(store_url)
     message = str(old.value)
-    assert "0001_initial is older than 0002_future" in message
+    assert f"{head_revision()} is older than 0002_future" in message
     assert "python -m evolve.store upgrade" in message and store_module.UPGRADE_COMMAND in message
     assert isinstance(old.value, ValueError)  # a UserError: the CLI prints one line
     monkeypatch.undo()
@@ -477,9 +490,35 @@ def test_schema_mismatch_errors_name_the_fix(store_url, monkeypatch):
         Store(store_url)
     with pytest.raises(SchemaVersionError, match="newer version"):
         Store(store_url, upgrade=True)
-    _set_revision(store_url, "0001_initial")
+    _set_revision(store_url, head_revision())
     with Store(store_url) as store:
         assert [r.name for r in store.list_runs()] == ["kept"]
+
+
+def test_migration_0002_moves_references_out_of_strategy_info(tmp_path):
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        command.upgrade(store_module._alembic_config(connection), "0001_initial")
+        connection.execute(sa.text(
+            "INSERT INTO runs (id, name, config, status, seed, created_at, updated_at) "
+            "VALUES ('r-old', 'old', '{}', 'FINISHED', 0, '2026-11-01', '2026-11-01')"))
+        for cid, number, info in (("c-ref", 0, '{"reference": "base"}'), ("c-s", 1, '{"strategy_id": "0"}')):
+            connection.execute(sa.text(
+                "INSERT INTO candidates (id, run_id, number, generation, genome, recipe, recipe_hash, parents, "
+                "strategy_info, created_at) VALUES (:id, 'r-old', :n, 0, '[]', '{}', :id, '[]', :info, '2026-11-01')"),
+                {"id": cid, "n": number, "info": info})
+    engine.dispose()
+    with pytest.raises(SchemaVersionError, match="older than"):
+        Store(url)
+    with Store(url, upgrade=True) as store:
+        ref, searched = store.list_candidates("r-old")
+        assert (ref.kind, ref.label, ref.strategy_info) == (CandidateKind.REFERENCE, "base", {})
+        assert (searched.kind, searched.label, searched.strategy_info) == (CandidateKind.SEARCH, None,
+                                                                          {"strategy_id": "0"})
+        assert store.get_run("r-old").error is None
 
 
 def test_tables_without_alembic_version_are_refused(tmp_path):
@@ -498,7 +537,7 @@ def test_upgrade_command_line(tmp_path):
         [sys.executable, "-m", "evolve.store", "upgrade", url], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert "0001_initial" in done.stdout
+    assert head_revision() in done.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "evolve.store", "current", "mysql://x/y"], capture_output=True, text=True, timeout=60
     )

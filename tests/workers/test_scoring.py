@@ -31,8 +31,8 @@ def linear(*weighted: tuple[str, float], normalize: bool = True) -> Recipe:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    from workers.scoring.synthetic_tasks import write_fault_tasks, write_synthetic_tasks
-    from workers.synthetic import LlamaShape, write_family
+    from tests.fixtures.synthetic_tasks import write_fault_tasks, write_synthetic_tasks
+    from tests.fixtures.synthetic_models import LlamaShape, write_family
 
     root = tmp_path_factory.mktemp("scoring")
     shape = LlamaShape(hidden=128, heads=2, kv_heads=2, intermediate=256, layers=2, vocab=64)

@@ -51,7 +51,7 @@ def failing_recipes(a: str, b: str) -> dict[str, Recipe]:
 
 
 def zoo_world(tmp) -> World:
-    from workers.scoring.synthetic_tasks import write_fault_tasks
+    from tests.fixtures.synthetic_tasks import write_fault_tasks
     from workers.zoo import build_zoo
 
     zoo = build_zoo(progress=False)  # cached by version; the issue asks for agreement on the zoo tasks

@@ -6,13 +6,10 @@ from __future__ import annotations
 import filecmp
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from workers.zoo import (  # noqa: E402
     EXPERTS,

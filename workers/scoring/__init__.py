@@ -17,10 +17,9 @@ Nothing here may download: the Hugging Face hub and datasets are put in offline 
 the caller has already decided otherwise.
 """
 
-import os
+from workers.offline import go_offline
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+go_offline()
 
 from workers.scoring.result import EngineError, EvalFailure, Score, TaskResult  # noqa: E402
 from workers.scoring.spec import EvalSettings, ScoringConfigError, TaskSpec  # noqa: E402

@@ -6,14 +6,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from workers.offline import go_offline
 from workers.zoo.build import EXPERTS, Zoo
-
-
-def offline_env() -> None:
-    """lm-eval / datasets / hub must never reach the network for the zoo."""
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def load_model(path: str | os.PathLike):
@@ -53,7 +47,7 @@ def merged_model(zoo: Zoo, weights: Mapping[str, object]):
 def task_manager_for(include_path: str | os.PathLike):
     """A TaskManager that indexes only the zoo's tasks (skipping lm-eval's built-in
     catalogue, whose indexing dominates the run time for tasks this small)."""
-    offline_env()
+    go_offline()
     from lm_eval.tasks import TaskManager
 
     return TaskManager(include_path=str(include_path), include_defaults=False)
@@ -73,7 +67,7 @@ def lm_eval_scores(
     """Exact-match score per task via ``lm_eval.simple_evaluate`` with an in-memory HFLM.
 
     Returns ``{task: score}`` (and the per-sample records when ``return_samples``)."""
-    offline_env()
+    go_offline()
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 

