@@ -6,7 +6,8 @@ the config field (with ``file:line`` when the config came from a file), and the 
 
 In order, cheapest first:
 
-1. the merge method, and the searched and fixed parameters against the method's own list;
+1. the merge method, and the searched and fixed parameters against the method's own list and
+   valid ranges (`search_spaces.methods`, through the search space);
 2. the strategy's name and settings (the strategy is built once, then thrown away);
 3. the models: they exist and are compatible (architecture, shapes, tokenizer: the merge
    planner's own checks on the space's centre recipe), and ``layer_groups`` fits their layers;
@@ -88,24 +89,13 @@ def check_run(config: RunConfig, source: str | Path | None = None) -> CheckedRun
 
 
 def _check_method(config: RunConfig, fail) -> None:
-    from workers.merge_methods.registry import METHODS
+    """The method's name, with a suggestion; its parameters are the search space's to check."""
+    from search_spaces.methods import RULES
 
     name = config.space.merge_method
-    method = METHODS.get(name)
-    if method is None:
-        raise fail(("space", "merge_method"), f"unknown merge method '{name}'{_did_you_mean(name, METHODS)} "
-                                              f"(known: {', '.join(sorted(METHODS))})")
-    for key, scope in (("search", "per_model"), ("model_parameters", "per_model"), ("parameters", "global")):
-        for param in getattr(config.space, key):
-            spec = method.param(param)
-            if spec is None:
-                known = [p.name for p in method.params if p.scope == scope]
-                raise fail(("space", key, param), f"'{param}' is not a {scope.replace('_', '-')} parameter of "
-                                                  f"{name}{_did_you_mean(param, known)} (known: {', '.join(known)})")
-            if spec.scope != scope:
-                where = "space.parameters" if spec.scope == "global" else "space.search or space.model_parameters"
-                raise fail(("space", key, param), f"'{param}' is a {spec.scope.replace('_', '-')} parameter of "
-                                                  f"{name}; set it under {where}")
+    if name not in RULES:
+        raise fail(("space", "merge_method"), f"unknown merge method '{name}'{_did_you_mean(name, RULES)} "
+                                              f"(known: {', '.join(sorted(RULES))})")
 
 
 def _did_you_mean(name: str, known) -> str:
@@ -148,8 +138,10 @@ def _space(config: RunConfig, paths: dict[str, str], fail) -> ParameterSpace:
         return ParameterSpace.from_dict({**data, "base_model": paths[config.models.base],
                                          "models": [paths[m] for m in config.models.sources],
                                          "seed": config.strategy.seed}, source="space")
-    except UserError as exc:
-        raise fail(("space",), str(exc).removeprefix("space: ").removeprefix("space.")) from None
+    except UserError as exc:  # "space.search.wieght: message": names its own field
+        head, _, message = str(exc).partition(": ")
+        loc = tuple(int(k) if k.isdigit() else k for k in head.split(".")) if head.startswith("space") else ("space",)
+        raise fail(loc, message if head.startswith("space") else str(exc)) from None
 
 
 def _check_strategy(config: RunConfig, space: ParameterSpace, fail) -> None:

@@ -35,7 +35,6 @@ def test_good_config_loads_with_defaults(tmp_path):
 
 @pytest.mark.parametrize("old, new, expected", [
     ("layer_groups: 4", "layer_groups: 0", "run.yaml:7: space.layer_groups: Input should be greater than or equal to 1"),
-    ("    density: [0.2, 1.0]", "    density: [0.0, 1.0]", "run.yaml:8: space.search: density bounds must lie in (0, 1]"),
     ("budget: {max_evaluations: 10}", "budget: {}", "run.yaml:12: budget: give max_evaluations and/or max_minutes"),
     ("  - {name: zoo_target, weight: 1.0, limit: 20}", "  - {name: zoo_target, wieght: 1.0}",
      "run.yaml:14: tasks.0.wieght: unknown field"),
