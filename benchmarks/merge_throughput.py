@@ -5,7 +5,11 @@ model, then merges it with each recipe in a fresh subprocess per tool, so every 
 that run's own. Throughput is input bytes read per second of wall time (each input tensor is
 read once by both tools). Run:
 
-    .venv/bin/python benchmarks/merge_throughput.py [--dir /tmp/evolve-bench] [--methods ties,linear]
+    .venv/bin/python benchmarks/merge_throughput.py [--dir /tmp/evolve-bench] [--methods ties,linear] [--layers 32]
+
+``--methods ties-like`` runs the methods that build and combine task vectors (ties, sce,
+model_stock, ram, ramplus_tl, pcb, widen, ...). pcb and widen are not in mergekit: their
+mergekit column is mergekit's ties on the same models, the nearest thing it can do.
 """
 
 from __future__ import annotations
@@ -39,7 +43,26 @@ RECIPES = {
         {"model": "{b}", "parameters": {"weight": 0.4, "density": 0.5}}]},
     "slerp": {"merge_method": "slerp", "base_model": "{a}", "models": [{"model": "{a}"}, {"model": "{b}"}],
               "parameters": {"t": 0.3}},
+    "sce": {"merge_method": "sce", "base_model": "{base}", "models": [{"model": "{a}"}, {"model": "{b}"}],
+            "parameters": {"select_topk": 0.5}},
+    "model_stock": {"merge_method": "model_stock", "base_model": "{base}",
+                    "models": [{"model": "{a}"}, {"model": "{b}"}]},
+    "ram": {"merge_method": "ram", "base_model": "{base}", "models": [{"model": "{a}"}, {"model": "{b}"}]},
+    "ramplus_tl": {"merge_method": "ramplus_tl", "base_model": "{base}", "models": [{"model": "{a}"}, {"model": "{b}"}]},
+    "nuslerp": {"merge_method": "nuslerp", "base_model": "{base}", "models": [
+        {"model": "{a}", "parameters": {"weight": 0.6}}, {"model": "{b}", "parameters": {"weight": 0.4}}]},
+    "multislerp": {"merge_method": "multislerp", "base_model": "{base}", "models": [
+        {"model": "{a}", "parameters": {"weight": 0.6}}, {"model": "{b}", "parameters": {"weight": 0.4}}]},
+    "karcher": {"merge_method": "karcher", "models": [{"model": "{a}"}, {"model": "{b}"}]},
+    "nearswap": {"merge_method": "nearswap", "base_model": "{base}", "models": [{"model": "{a}"}],
+                 "parameters": {"t": 0.001}},
+    "arcee_fusion": {"merge_method": "arcee_fusion", "base_model": "{base}", "models": [{"model": "{a}"}]},
+    "pcb": {"merge_method": "pcb", "base_model": "{base}", "models": [
+        {"model": "{a}", "parameters": {"drop_ratio": 0.5}}, {"model": "{b}", "parameters": {"drop_ratio": 0.5}}]},
+    "widen": {"merge_method": "widen", "base_model": "{base}", "models": [{"model": "{a}"}, {"model": "{b}"}]},
 }
+TIES_LIKE = ("ties", "dare_ties", "sce", "model_stock", "ram", "ramplus_tl", "pcb", "widen")
+NOT_IN_MERGEKIT = {"pcb": "ties", "widen": "ties"}  # compared with mergekit's nearest method
 
 WORKER = r"""
 import json, resource, sys, time
@@ -62,16 +85,19 @@ print(json.dumps({"seconds": elapsed, "peak_rss_bytes": resource.getrusage(resou
 """
 
 
-def make_family(root: Path) -> dict[str, Path]:
-    from workers.synthetic import LlamaShape, write_model
+def make_family(root: Path, layers: int) -> dict[str, Path]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import torch
 
-    marker = root / f"family-{zlib.crc32(json.dumps(SHAPE, sort_keys=True).encode()):08x}.done"
+    from tests.fixtures.synthetic_models import LlamaShape, write_model
+
+    dims = {**SHAPE, "layers": layers}
+    marker = root / f"family-{zlib.crc32(json.dumps(dims, sort_keys=True).encode()):08x}.done"
     paths = {"base": root / "base", "a": root / "a", "b": root / "b"}
     if marker.exists():
         return paths
     shutil.rmtree(root, ignore_errors=True)
-    shape = LlamaShape(**SHAPE)
+    shape = LlamaShape(**dims)
     console.print(f"generating a 3-model family of {param_count(shape) / 1e9:.2f}B parameters each in {root} ...")
     write_model(paths["base"], shape, seed=0, dtype=torch.bfloat16, max_shard_bytes=SHARD_BYTES)
     write_model(paths["a"], shape, seed=1, base_seed=0, dtype=torch.bfloat16, max_shard_bytes=SHARD_BYTES)
@@ -115,8 +141,11 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "evolve-bench")
     parser.add_argument("--methods", default=",".join(RECIPES))
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--layers", type=int, default=SHAPE["layers"], help="fewer layers: a smaller family")
     args = parser.parse_args()
-    paths = make_family(args.dir / "family")
+    if args.methods == "ties-like":
+        args.methods = ",".join(TIES_LIKE)
+    paths = make_family(args.dir / f"family-{args.layers}", args.layers)
     work = args.dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     table = Table(title="merge throughput (input GB/s) and peak RSS, same recipes")
@@ -129,12 +158,17 @@ def main() -> None:
         size = input_bytes(recipe, paths)
         best = {}
         for tool in ("evolve", "mergekit"):
-            runs = [run_one(tool, recipe, work) for _ in range(args.repeats)]
+            tool_recipe = recipe
+            if tool == "mergekit" and method in NOT_IN_MERGEKIT:
+                tool_recipe = json.loads(json.dumps(RECIPES[NOT_IN_MERGEKIT[method]]).replace("{base}", str(paths["base"]))
+                                         .replace("{a}", str(paths["a"])).replace("{b}", str(paths["b"])))
+            runs = [run_one(tool, tool_recipe, work) for _ in range(args.repeats)]
             best[tool] = min(runs, key=lambda r: r["seconds"])
             best[tool]["gbps"] = size / best[tool]["seconds"] / 1e9
         ours, theirs = best["evolve"], best["mergekit"]
         rows.append({"method": method, "input_bytes": size, "evolve": ours, "mergekit": theirs})
-        table.add_row(method, f"{ours['gbps']:.2f}", f"{theirs['gbps']:.2f}", f"{ours['gbps'] / theirs['gbps']:.2f}x",
+        label = f"{method} (mergekit: {NOT_IN_MERGEKIT[method]})" if method in NOT_IN_MERGEKIT else method
+        table.add_row(label, f"{ours['gbps']:.2f}", f"{theirs['gbps']:.2f}", f"{ours['gbps'] / theirs['gbps']:.2f}x",
                       f"{ours['peak_rss_bytes'] / 2**30:.2f} GiB", f"{theirs['peak_rss_bytes'] / 2**30:.2f} GiB",
                       f"{ours['peak_rss_bytes'] / theirs['peak_rss_bytes']:.2f}")
     console.print(table)
