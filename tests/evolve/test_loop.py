@@ -15,6 +15,7 @@ from evolve.config import RunConfig
 from evolve.preflight import check_run
 from evolve.store import Store
 from evolve.store.records import EvaluationStatus, RunStatus
+from tests.fixtures.run_configs import config_dict
 
 pytestmark = pytest.mark.slow
 
@@ -26,22 +27,6 @@ def local_ray():
     connect(None, num_cpus=2)  # joins the cluster an earlier test (the demo) may have started
     yield
     ray.shutdown()
-
-
-def config_dict(family, **overrides) -> dict:
-    data = {
-        "name": "loop-test",
-        "models": {"base": str(family[0]), "sources": [str(family[1]), str(family[2])]},
-        "space": {"merge_method": "task_arithmetic", "layer_groups": 2, "search": {"weight": [0.0, 1.0]}},
-        "strategy": {"name": "cma", "seed": 3, "settings": {"popsize": 6}},
-        "budget": {"max_evaluations": 18},
-        "tasks": [{"name": "analytic", "metric": "score"}],
-        "evaluation": {"backend": "analytic", "engine_kwargs": {"delay": 0.05, "delay_jitter": 0.1}},
-        "resources": {"workers": 2},
-    }
-    for key, value in overrides.items():
-        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
-    return data
 
 
 def start(store: Store, data: dict):
