@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from search_spaces.errors import UserError
-from search_spaces.recipe import FrozenDict, thaw
+from search_spaces.recipe import DTYPES, FrozenDict, thaw
 
 Split = Literal["validation", "test"]
 Subsample = Literal["first", "random"]
@@ -145,8 +145,8 @@ class EvalSettings:
             raise ScoringConfigError("eval.batch_size: a positive integer")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ScoringConfigError("eval.seed: a non-negative integer")
-        if self.dtype not in (None, "float32", "float16", "bfloat16"):
-            raise ScoringConfigError(f"eval.dtype: '{self.dtype}' is not float32, float16 or bfloat16")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ScoringConfigError(f"eval.dtype: '{self.dtype}' is not one of {', '.join(DTYPES)}")
         for name in ("gen_kwargs", "engine_kwargs", "lm_kwargs"):
             value = getattr(self, name)
             if not isinstance(value, FrozenDict):
