@@ -32,6 +32,12 @@ post-processing, which rebuilds the kernel from the shared weight. Where that ca
 (a follower whose post-processing is not known to be re-runnable; one storage that two
 checkpoint tensors load into, e.g. a head vLLM re-tied because the reference's copy equals the
 embedding, while a merge can make them differ) ``merge_init`` refuses with one line.
+
+MoE on CPU (same family of bug, found by the swap matrix): on a reload
+``UnquantizedFusedMoEMethod._setup_kernel`` treats the call as a "weight update" and skips
+``moe_kernel.fused_experts.process_weights_after_loading``, which is where the CPU experts
+kernel prepacks ``w13``/``w2``; the reloaded experts stayed in plain layout and the kernel
+misread them. Those layers are re-packed after each reload as well.
 """
 
 from __future__ import annotations
@@ -121,6 +127,14 @@ def _tied_followers(model: torch.nn.Module, streamed: set[str]) -> tuple[list[to
         for param_name, param in module.named_parameters(recurse=False):
             groups.setdefault(id(param), []).append((f"{module_name}.{param_name}", module))
     followers: list[torch.nn.Module] = []
+    for name, module in model.named_modules():
+        experts = _moe_experts_to_repack(module)
+        if experts is not None:
+            size = experts.moe_config.intermediate_size_per_partition
+            if experts._padded_intermediate_size(experts.moe_config) != size:
+                return [], (f"'{name}': the CPU MoE kernel pads the experts' intermediate size {size}, "
+                            "and a reload cannot redo that padding in place")
+            followers.append(module)
     for members in groups.values():
         if len(members) < 2:
             continue
@@ -151,7 +165,20 @@ def _reprocess(modules: list[torch.nn.Module], vllm_config) -> None:
 
     with set_current_vllm_config(vllm_config), torch.no_grad():
         for module in modules:
-            module.quant_method.process_weights_after_loading(module)
+            experts = _moe_experts_to_repack(module)
+            if experts is not None:
+                experts.process_weights_after_loading(module)
+            else:
+                module.quant_method.process_weights_after_loading(module)
+
+
+def _moe_experts_to_repack(module: torch.nn.Module):
+    """The CPU expert kernel of an MoE layer, whose prepacking a reload skips (see the docstring)."""
+    kernel = getattr(getattr(module, "quant_method", None), "moe_kernel", None)
+    experts = getattr(kernel, "fused_experts", None)
+    if experts is None or type(experts).__name__ != "CPUUnquantizedExperts":
+        return None
+    return experts
 
 
 def _layout_problem(plan, reference_index) -> str | None:
