@@ -1,6 +1,6 @@
 """What is scored must be what is exported (issue 12): in-place swaps against fresh loads.
 
-For every architecture of `fixtures.architectures`, a live model is swapped in place
+For every architecture of `tests.fixtures.architectures`, a live model is swapped in place
 A -> B -> A and must then give the same greedy tokens, and log-probabilities within float
 tolerance, as a freshly loaded copy of the directory `merge_to_disk` writes for A (what
 ``evolve merge`` exports). B must change the outputs, or a stale weight would go unnoticed.
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fixtures.architectures import ARCHITECTURES, write_family
+from tests.fixtures.architectures import ARCHITECTURES, write_family
 from search_spaces.errors import RecipeError
 from search_spaces.recipe import Recipe
 from workers.export import merge_to_disk
