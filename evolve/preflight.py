@@ -152,7 +152,7 @@ def _check_strategy(config: RunConfig, space: ParameterSpace, fail) -> None:
                       num_workers=config.resources.workers, **config.strategy.settings)
     except UserError as exc:
         loc = ("strategy", "settings") if "setting" in str(exc) else ("strategy", "name")
-        raise fail(loc, str(exc)) from None
+        raise fail(loc, str(exc).removeprefix("strategy: ")) from None
     except (TypeError, ValueError) as exc:  # a setting of the wrong type or range
         raise fail(("strategy", "settings"), f"{config.strategy.name}: {exc}") from None
 
