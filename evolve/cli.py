@@ -77,7 +77,32 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from evolve.report import print_leaderboard
 
-    print_leaderboard(_store(args), args.run, split=args.split, limit=args.limit, fmt=args.format)
+    if args.top is not None and args.top < 1:
+        raise UserError(f"--top: must be at least 1, got {args.top}")
+    print_leaderboard(_store(args), args.run, split=args.split, limit=args.top, fmt=args.format, task=args.task)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from evolve.report import print_status
+
+    if args.watch is not None and args.watch <= 0:
+        raise UserError(f"--watch: must be a positive number of seconds, got {args.watch}")
+    print_status(_store(args), args.run, fmt=args.format, watch=args.watch)
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from evolve.report import print_candidate
+
+    print_candidate(_store(args), args.candidate, fmt=args.format)
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from evolve.report import print_compare
+
+    print_compare(_store(args), args.a, args.b, fmt=args.format)
     return 0
 
 
@@ -134,10 +159,32 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", help="rank a run's candidates")
     board.add_argument("run")
     board.add_argument("--split", choices=("validation", "test"), default="validation")
-    board.add_argument("--limit", type=int, default=20)
-    board.add_argument("--format", choices=("table", "json"), default="table")
+    board.add_argument("--top", "--limit", dest="top", type=int, default=20, help="rows to show (default 20)")
+    board.add_argument("--task", help="rank by this task's validation score and show only it")
+    board.add_argument("--format", choices=("table", "json", "csv"), default="table")
     board.add_argument("--store", help=store_help)
     board.set_defaults(func=_cmd_leaderboard)
+
+    status = sub.add_parser("status", help="a run's progress: budget, best, rate, ETA, workers")
+    status.add_argument("run")
+    status.add_argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
+                        help="refresh every SECONDS (default 2) until the run stops")
+    status.add_argument("--format", choices=("table", "json"), default="table")
+    status.add_argument("--store", help=store_help)
+    status.set_defaults(func=_cmd_status)
+
+    show = sub.add_parser("show", help="one candidate: recipe, per-task and per-sample results, lineage")
+    show.add_argument("candidate")
+    show.add_argument("--format", choices=("table", "json"), default="table")
+    show.add_argument("--store", help=store_help)
+    show.set_defaults(func=_cmd_show)
+
+    compare = sub.add_parser("compare", help="two candidates side by side")
+    compare.add_argument("a")
+    compare.add_argument("b")
+    compare.add_argument("--format", choices=("table", "json"), default="table")
+    compare.add_argument("--store", help=store_help)
+    compare.set_defaults(func=_cmd_compare)
 
     export = sub.add_parser("export", help="write a candidate (default: the best) as a model directory")
     export.add_argument("run")
