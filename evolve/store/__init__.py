@@ -10,8 +10,13 @@
 
 URLs: `sqlite:///path.db`, `sqlite://` (in memory), `postgresql+psycopg://user:pw@host/db`.
 The invariants are documented on `Store`. This package never imports torch.
+
+Modules: `store` (the `Store` class: sessions, retries, queries), `engine` (URLs, engines,
+the Alembic schema), `mapping` (rows to frozen records, caller values to columns),
+`records` (the frozen records), `models` (the ORM tables), `errors`.
 """
 
+from evolve.store.engine import DEFAULT_URL, ENV_VAR, default_store_url, head_revision
 from evolve.store.errors import (
     EvaluationStateError,
     FinishedEvaluationError,
@@ -21,6 +26,7 @@ from evolve.store.errors import (
     StoreError,
     StoreUnreachableError,
 )
+from evolve.store.mapping import recipe_hash_of
 from evolve.store.records import (
     CandidateKind,
     CandidateRecord,
@@ -32,15 +38,7 @@ from evolve.store.records import (
     SnapshotRecord,
     Timings,
 )
-from evolve.store.store import (
-    DEFAULT_URL,
-    ENV_VAR,
-    Store,
-    default_store_url,
-    head_revision,
-    recipe_hash_of,
-    upgrade_schema,
-)
+from evolve.store.store import Store, upgrade_schema
 
 __all__ = [
     "DEFAULT_URL",

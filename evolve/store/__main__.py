@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from evolve.store.engine import default_store_url, head_revision
 from evolve.store.errors import StoreError
-from evolve.store.store import Store, default_store_url, head_revision, upgrade_schema
+from evolve.store.store import Store, upgrade_schema
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """ORM tables of the store, plus the small SQL helpers they need.
 
 Nothing here is exported to callers of the store: `store.Store` turns rows into the frozen
-records of `records.py` before its session closes.
+records of `records.py` (with `mapping.py`) before its session closes.
 
 Portability notes (SQLite and PostgreSQL):
 - Every timestamp is written by the database clock (`utcnow()`), as naive UTC. Workers on

@@ -29,14 +29,12 @@ class CandidateKind(enum.StrEnum):
 
 
 class EvaluationStatus(enum.StrEnum):
-    """Life cycle: PENDING -> RUNNING -> COMPLETE | FAILED | STALE.
+    """Life cycle: RUNNING -> COMPLETE | FAILED | STALE.
 
-    PENDING is optional (`Store.queue_evaluation`); `Store.start_evaluation` claims a
-    PENDING evaluation or creates a RUNNING one directly. COMPLETE, FAILED and STALE are
+    `Store.start_evaluation` creates a RUNNING evaluation. COMPLETE, FAILED and STALE are
     final: the row never changes again.
     """
 
-    PENDING = "PENDING"
     RUNNING = "RUNNING"
     COMPLETE = "COMPLETE"
     FAILED = "FAILED"

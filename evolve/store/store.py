@@ -1,53 +1,63 @@
 """The SQL store of search runs: runs, candidates, evaluations, strategy snapshots.
 
-One class, `Store`, over SQLAlchemy, for SQLite (a file, or in memory) and PostgreSQL.
-Its invariants are listed in its docstring; `tests/evolve/test_store.py` is the contract
-suite that checks them on every backend.
+One class, `Store`, over SQLAlchemy, for SQLite (a file, or in memory) and PostgreSQL:
+sessions, retries and the queries. Engines, URLs and the schema are in `engine.py`; rows
+become frozen records, and caller values become column values, in `mapping.py`. Its
+invariants are listed in its docstring; `tests/evolve/test_store.py` is the contract suite
+that checks them on every backend.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import random
 import secrets
 import socket
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import StaticPool
 
+from evolve.store.engine import (
+    WRITE,
+    current_revision,
+    default_store_url,
+    display,
+    ensure_schema,
+    is_memory_sqlite,
+    is_retryable,
+    make_engine,
+    parse_url,
+)
 from evolve.store.errors import (
     EvaluationStateError,
     FinishedEvaluationError,
     NotFoundError,
-    SchemaVersionError,
-    StoreConfigError,
     StoreError,
-    StoreUnreachableError,
+)
+from evolve.store.mapping import (
+    as_float,
+    candidate_record,
+    evaluation_record,
+    recipe_and_hash,
+    run_record,
+    sample_scores,
+    snapshot_record,
+    split_mapping,
+    to_list,
 )
 from evolve.store.models import (
-    Base,
     CandidateModel,
     EvaluationModel,
     RunModel,
     SampleScoresModel,
     SnapshotModel,
-    decode_float,
     encode_float,
     seconds_since,
     to_json_data,
@@ -64,147 +74,14 @@ from evolve.store.records import (
     SnapshotRecord,
     Timings,
 )
-from search_spaces.recipe import recipe_hash
 
 _log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-ENV_VAR = "EVOLVE_STORE"
-DEFAULT_URL = "sqlite:///runs/evolve.db"
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-UPGRADE_COMMAND = "python -m evolve.store upgrade"
-
-CONNECT_TIMEOUT_SECONDS = 10
 _MAX_ERROR_CHARS = 20_000  # keep the tail of long tracebacks
-_SCHEMA_LOCK_KEY = zlib.crc32(b"evolve.store.schema")  # PostgreSQL advisory lock id
-_WRITE = "evolve_store_write"  # execution option: open the SQLite transaction IMMEDIATE
 
 _S = EvaluationStatus
-
-
-def default_store_url() -> str:
-    """`$EVOLVE_STORE` if set, else `sqlite:///runs/evolve.db` (relative to the working
-    directory)."""
-    return os.environ.get(ENV_VAR) or DEFAULT_URL
-
-
-def recipe_hash_of(recipe: Mapping[str, Any]) -> str:
-    """Hash of a recipe mapping: `search_spaces.recipe.recipe_hash`, the same as `Recipe.hash`."""
-    return recipe_hash(to_json_data(recipe, "recipe"))
-
-
-# -- engine and schema --------------------------------------------------------------------
-
-
-def _parse_url(url: str) -> sa.URL:
-    try:
-        parsed = sa.make_url(url)
-    except ArgumentError as exc:
-        raise StoreConfigError(
-            f"store URL {url!r} is not a database URL; expected e.g. 'sqlite:///runs/evolve.db' "
-            "or 'postgresql+psycopg://user:pass@host/db'"
-        ) from exc
-    if parsed.drivername in ("postgresql", "postgres"):
-        # psycopg (3) is the driver this project installs; SQLAlchemy's default is psycopg2.
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-        raise StoreConfigError(
-            f"store URL {_display(parsed)!r}: unsupported database "
-            f"{parsed.get_backend_name()!r}; use sqlite or postgresql"
-        )
-    return parsed
-
-
-def _display(url: sa.URL) -> str:
-    return url.render_as_string(hide_password=True)
-
-
-def _is_memory_sqlite(url: sa.URL) -> bool:
-    if url.get_backend_name() != "sqlite":
-        return False
-    database = url.database or ""
-    return database in ("", ":memory:") or url.query.get("mode") == "memory"
-
-
-def _json_dumps(value: Any) -> str:
-    # Non-finite floats were tagged by JSONValue already; anything left is a bug.
-    return json.dumps(value, allow_nan=False, separators=(",", ":"))
-
-
-def _make_engine(url: sa.URL, busy_timeout: float) -> sa.Engine:
-    if url.get_backend_name() == "postgresql":
-        # A server that does not answer fails the connection in seconds, not minutes.
-        return sa.create_engine(url, pool_pre_ping=True, json_serializer=_json_dumps,
-                                connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS})
-
-    memory = _is_memory_sqlite(url)
-    kwargs: dict[str, Any] = {
-        "json_serializer": _json_dumps,
-        "connect_args": {"check_same_thread": False, "timeout": busy_timeout},
-    }
-    if memory:
-        # One shared connection, so every thread sees the same in-memory database.
-        kwargs["poolclass"] = StaticPool
-    elif url.database and not url.database.startswith("file:"):
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, **kwargs)
-
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take over transaction control from the sqlite3 module (SQLAlchemy's documented
-        # recipe), so that writes can BEGIN IMMEDIATE and DDL is transactional.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        if not memory:
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(connection: sa.Connection) -> None:
-        # A write takes the write lock up front: waiting in BEGIN honours busy_timeout,
-        # whereas upgrading a read transaction later fails at once with "locked".
-        immediate = connection.get_execution_options().get(_WRITE, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine
-
-
-def _alembic_config(connection: sa.Connection | None = None) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes["connection"] = connection
-    return config
-
-
-def head_revision() -> str:
-    """The schema revision this version of the code needs."""
-    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
-    assert head is not None
-    return head
-
-
-def _known_revisions() -> set[str]:
-    return {script.revision for script in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
-
-
-def _is_retryable(exc: BaseException | None) -> bool:
-    """Lock timeouts, deadlocks and serialization failures: the transaction can be rerun."""
-    if not isinstance(exc, sa.exc.DBAPIError):
-        return False
-    orig = exc.orig
-    if getattr(orig, "sqlstate", None) in ("40001", "40P01", "55P03"):
-        return True
-    message = str(orig).lower()
-    return "database is locked" in message or "database is busy" in message or (
-        "database table is locked" in message
-    )
-
-
-# -- the store ----------------------------------------------------------------------------
 
 
 class Store:
@@ -245,16 +122,20 @@ class Store:
         busy_timeout: float = 30.0,
         max_retries: int = 8,
     ) -> None:
-        self._url = _parse_url(url if url is not None else default_store_url())
-        self.url = _display(self._url)
-        self._is_sqlite = self._url.get_backend_name() == "sqlite"
+        self._url = parse_url(url if url is not None else default_store_url())
+        self.url = display(self._url)
         self._max_retries = max_retries
-        self._engine = _make_engine(self._url, busy_timeout)
+        self._engine = make_engine(self._url, busy_timeout)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         # The in-memory database is one shared connection: serialize its transactions.
-        self._lock: Any = threading.RLock() if _is_memory_sqlite(self._url) else nullcontext()
+        self._lock: Any = threading.RLock() if is_memory_sqlite(self._url) else nullcontext()
+
+        def open_schema() -> None:
+            with self._lock:
+                ensure_schema(self._engine, self.url, upgrade)
+
         try:
-            self._retrying(lambda: self._ensure_schema(upgrade))
+            self._retrying(open_schema)
         except BaseException:
             self._engine.dispose()
             raise
@@ -285,7 +166,7 @@ class Store:
             session = self._sessions()
             try:
                 if write:
-                    session.connection(execution_options={_WRITE: True})
+                    session.connection(execution_options={WRITE: True})
                 yield session
                 session.commit()
             except SQLAlchemyError as exc:
@@ -304,7 +185,7 @@ class Store:
             try:
                 return attempt()
             except StoreError as exc:
-                if tries == self._max_retries or not _is_retryable(exc.__cause__):
+                if tries == self._max_retries or not is_retryable(exc.__cause__):
                     raise
                 _log.debug("store busy (%s); retrying in up to %.2fs", exc, delay)
                 time.sleep(random.uniform(0.5 * delay, delay))
@@ -325,61 +206,9 @@ class Store:
 
         return self._retrying(attempt)
 
-    def _ensure_schema(self, upgrade: bool) -> None:
-        head = head_revision()
-        try:
-            raw_connection = self._engine.connect()
-        except SQLAlchemyError as exc:
-            orig = getattr(exc, "orig", None) or exc
-            reason = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-            raise StoreUnreachableError(f"store {self.url}: cannot connect ({reason})") from None
-        try:
-            with self._lock, raw_connection as raw:
-                connection = raw.execution_options(**{_WRITE: True})
-                with connection.begin():
-                    if not self._is_sqlite:
-                        # Two processes opening a fresh database must not both create it.
-                        connection.execute(
-                            sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY}
-                        )
-                    current = MigrationContext.configure(connection).get_current_heads()
-                    if not current:
-                        existing = set(sa.inspect(connection).get_table_names())
-                        if existing & set(Base.metadata.tables):
-                            raise SchemaVersionError(
-                                f"{self.url}: has store tables but no alembic_version table, so "
-                                "it was not created by evolve.store; use a fresh database"
-                            )
-                        command.upgrade(_alembic_config(connection), "head")
-                        return
-                    if tuple(current) == (head,):
-                        return
-                    unknown = sorted(set(current) - _known_revisions())
-                    if unknown:
-                        raise SchemaVersionError(
-                            f"{self.url}: schema revision {', '.join(unknown)} is unknown to this "
-                            f"version of evolve-merge (which needs {head}); it was written by a "
-                            "newer version: upgrade the evolve-merge package"
-                        )
-                    if not upgrade:
-                        raise SchemaVersionError(
-                            f"{self.url}: schema revision {', '.join(current)} is older than "
-                            f"{head}, which this version of evolve-merge needs. Back up the "
-                            f"database, then run: {UPGRADE_COMMAND} '{self.url}'"
-                        )
-                    _log.info("upgrading %s from %s to %s", self.url, current, head)
-                    command.upgrade(_alembic_config(connection), "head")
-        except SQLAlchemyError as exc:
-            orig = getattr(exc, "orig", None) or exc
-            raise StoreError(f"{self.url}: {type(orig).__name__}: {orig}") from exc
-
     def schema_revision(self) -> str | None:
         """The Alembic revision the database is at."""
-
-        def work(session: Session) -> str | None:
-            return MigrationContext.configure(session.connection()).get_current_revision()
-
-        return self._read(work)
+        return self._read(lambda s: current_revision(s.connection()))
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -413,19 +242,19 @@ class Store:
             session.add(row)
             session.flush()
             session.refresh(row)
-            return _run_record(row)
+            return run_record(row)
 
         return self._write(work)
 
     def get_run(self, run_id: str) -> RunRecord:
-        return self._read(lambda s: _run_record(RunModel.find_or_raise(s, run_id)))
+        return self._read(lambda s: run_record(RunModel.find_or_raise(s, run_id)))
 
     def list_runs(self, status: RunStatus | str | None = None) -> list[RunRecord]:
         """Runs, oldest first."""
         query = sa.select(RunModel).order_by(RunModel.created_at, RunModel.id)
         if status is not None:
             query = query.where(RunModel.status == RunStatus(status).value)
-        return self._read(lambda s: [_run_record(row) for row in s.scalars(query)])
+        return self._read(lambda s: [run_record(row) for row in s.scalars(query)])
 
     def set_run_status(self, run_id: str, status: RunStatus | str, error: str | None = None) -> RunRecord:
         """Any transition is allowed: `resume` sets an INTERRUPTED or FAILED run back to
@@ -439,7 +268,7 @@ class Store:
             row.updated_at = utcnow()
             session.flush()
             session.refresh(row)
-            return _run_record(row)
+            return run_record(row)
 
         return self._write(work)
 
@@ -492,8 +321,8 @@ class Store:
         its hash defaults to the object's `hash`, else to `recipe_hash_of(recipe)`. Parents
         are candidate ids (of any run) and must exist.
         """
-        recipe_data, recipe_hash = _recipe_and_hash(recipe, recipe_hash)
-        genome_data = tuple(float(x) for x in _to_list(genome, "genome"))
+        recipe_data, recipe_hash = recipe_and_hash(recipe, recipe_hash)
+        genome_data = tuple(float(x) for x in to_list(genome, "genome"))
         parent_ids = tuple(parents)
         if not all(isinstance(p, str) for p in parent_ids):
             raise TypeError(f"parents must be candidate ids (strings), got {parent_ids!r}")
@@ -507,7 +336,7 @@ class Store:
             RunModel.find_or_raise(session, run_id, for_update=True, key_share=True)
             existing = _find_by_hash(session, run_id, recipe_hash)
             if existing is not None:
-                return _candidate_record(existing)
+                return candidate_record(existing)
             if parent_ids:
                 found = set(
                     session.scalars(
@@ -538,17 +367,17 @@ class Store:
             session.add(row)
             session.flush()
             session.refresh(row)
-            return _candidate_record(row)
+            return candidate_record(row)
 
         return self._write(work)
 
     def get_candidate(self, candidate_id: str) -> CandidateRecord:
-        return self._read(lambda s: _candidate_record(CandidateModel.find_or_raise(s, candidate_id)))
+        return self._read(lambda s: candidate_record(CandidateModel.find_or_raise(s, candidate_id)))
 
     def find_candidate_by_hash(self, run_id: str, recipe_hash: str) -> CandidateRecord | None:
         def work(session: Session) -> CandidateRecord | None:
             row = _find_by_hash(session, run_id, recipe_hash)
-            return None if row is None else _candidate_record(row)
+            return None if row is None else candidate_record(row)
 
         return self._read(work)
 
@@ -565,36 +394,13 @@ class Store:
             query = query.where(CandidateModel.generation == int(generation))
         if kind is not None:
             query = query.where(CandidateModel.kind == CandidateKind(kind).value)
-        return self._read(lambda s: [_candidate_record(row) for row in s.scalars(query)])
+        return self._read(lambda s: [candidate_record(row) for row in s.scalars(query)])
 
     # -- evaluations --------------------------------------------------------------------
 
-    def queue_evaluation(self, candidate_id: str) -> int:
-        """Create a PENDING evaluation (no worker yet) and return its id; an already
-        PENDING one is returned as is. `start_evaluation` claims it."""
-
-        def work(session: Session) -> int:
-            candidate = CandidateModel.find_or_raise(session, candidate_id, for_update=True)
-            siblings = _evaluations_of(session, candidate_id)
-            for row in siblings:
-                if row.status == _S.PENDING.value:
-                    return row.id
-            _check_can_start(candidate_id, siblings)
-            row = EvaluationModel(
-                candidate_id=candidate_id,
-                run_id=candidate.run_id,
-                status=_S.PENDING.value,
-                attempt=len(siblings) + 1,
-            )
-            session.add(row)
-            session.flush()
-            return row.id
-
-        return self._write(work)
-
     def start_evaluation(self, candidate_id: str, worker: str, host: str | None = None) -> int:
         """Mark the candidate as being scored by `worker` on `host` (default: this host)
-        and return the evaluation id. Claims a PENDING evaluation if there is one.
+        and return the evaluation id.
 
         Raises `EvaluationStateError` if the candidate already has a RUNNING or COMPLETE
         evaluation. A candidate whose evaluations FAILED or went STALE can be started
@@ -606,19 +412,17 @@ class Store:
             candidate = CandidateModel.find_or_raise(session, candidate_id, for_update=True)
             siblings = _evaluations_of(session, candidate_id)
             _check_can_start(candidate_id, siblings)
-            pending = [row for row in siblings if row.status == _S.PENDING.value]
-            if pending:
-                row = pending[0]
-            else:
-                row = EvaluationModel(
-                    candidate_id=candidate_id, run_id=candidate.run_id, attempt=len(siblings) + 1
-                )
-                session.add(row)
-            row.status = _S.RUNNING.value
-            row.worker = str(worker)
-            row.host = str(host)
-            row.started_at = utcnow()
-            row.heartbeat_at = utcnow()
+            row = EvaluationModel(
+                candidate_id=candidate_id,
+                run_id=candidate.run_id,
+                attempt=len(siblings) + 1,
+                status=_S.RUNNING.value,
+                worker=str(worker),
+                host=str(host),
+                started_at=utcnow(),
+                heartbeat_at=utcnow(),
+            )
+            session.add(row)
             session.flush()
             return row.id
 
@@ -662,15 +466,15 @@ class Store:
         - `scores`: one scalar per split, for leaderboards; `scores["validation"]` defaults
           to `fitness`.
         """
-        fitness = _as_float(fitness, "fitness")
-        metrics_data = _split_mapping(metrics, "metrics")
-        samples_data = _samples(samples)
+        fitness = as_float(fitness, "fitness")
+        metrics_data = split_mapping(metrics, "metrics")
+        samples_data = sample_scores(samples)
         timing = Timings.coerce(timings)
         for name in ("merge_seconds", "eval_seconds"):
             value = getattr(timing, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"timings.{name} must be a finite number >= 0, got {value!r}")
-        scores_data = {str(k): _as_float(v, f"scores[{k!r}]") for k, v in (scores or {}).items()}
+        scores_data = {str(k): as_float(v, f"scores[{k!r}]") for k, v in (scores or {}).items()}
         scores_data.setdefault("validation", fitness)
         value, kind = encode_float(fitness)
 
@@ -691,12 +495,12 @@ class Store:
             )
             session.flush()
             session.refresh(row)
-            return _evaluation_record(row)
+            return evaluation_record(row)
 
         return self._write(work)
 
     def fail_evaluation(self, evaluation_id: int, error: str) -> EvaluationRecord:
-        """A PENDING or RUNNING evaluation becomes FAILED (immutable), keeping `error`
+        """A RUNNING evaluation becomes FAILED (immutable), keeping `error`
         (its last 20,000 characters)."""
         error = str(error)
         if len(error) > _MAX_ERROR_CHARS:
@@ -704,14 +508,13 @@ class Store:
 
         def work(session: Session) -> EvaluationRecord:
             row = EvaluationModel.find_or_raise(session, evaluation_id, for_update=True)
-            if row.status != _S.PENDING.value:
-                _check_updatable(row)
+            _check_updatable(row)
             row.status = _S.FAILED.value
             row.error = error
             row.finished_at = utcnow()
             session.flush()
             session.refresh(row)
-            return _evaluation_record(row)
+            return evaluation_record(row)
 
         return self._write(work)
 
@@ -756,7 +559,7 @@ class Store:
 
     def get_evaluation(self, evaluation_id: int) -> EvaluationRecord:
         return self._read(
-            lambda s: _evaluation_record(EvaluationModel.find_or_raise(s, evaluation_id))
+            lambda s: evaluation_record(EvaluationModel.find_or_raise(s, evaluation_id))
         )
 
     def list_evaluations(
@@ -778,7 +581,7 @@ class Store:
             query = query.where(EvaluationModel.status.in_([_S(s).value for s in statuses]))
         if candidate_id is not None:
             query = query.where(EvaluationModel.candidate_id == candidate_id)
-        return self._read(lambda s: [_evaluation_record(row) for row in s.scalars(query)])
+        return self._read(lambda s: [evaluation_record(row) for row in s.scalars(query)])
 
     def get_samples(self, evaluation_id: int, split: str = "validation") -> dict[str, list[float]]:
         """Per-sample scores of one evaluation: {task: [score, ...]}."""
@@ -794,30 +597,6 @@ class Store:
                 .order_by(SampleScoresModel.task)
             )
             return {task: list(scores) for task, scores in rows}
-
-        return self._read(work)
-
-    def samples_by_candidate(
-        self, run_id: str, split: str = "validation"
-    ) -> dict[str, dict[str, list[float]]]:
-        """Per-sample scores of every COMPLETE evaluation of the run, in one query:
-        {candidate_id: {task: [score, ...]}} (what M2N2 needs for its whole archive)."""
-
-        def work(session: Session) -> dict[str, dict[str, list[float]]]:
-            rows = session.execute(
-                sa.select(EvaluationModel.candidate_id, SampleScoresModel.task, SampleScoresModel.scores)
-                .join(SampleScoresModel, SampleScoresModel.evaluation_id == EvaluationModel.id)
-                .where(
-                    EvaluationModel.run_id == run_id,
-                    EvaluationModel.status == _S.COMPLETE.value,
-                    SampleScoresModel.split == split,
-                )
-                .order_by(EvaluationModel.id, SampleScoresModel.task)
-            )
-            out: dict[str, dict[str, list[float]]] = {}
-            for candidate_id, task, scores in rows:
-                out.setdefault(candidate_id, {})[task] = list(scores)
-            return out
 
         return self._read(work)
 
@@ -852,8 +631,8 @@ class Store:
                     score=score,
                     split=split,
                     metrics=dict((evaluation.metrics or {}).get(split, {})),
-                    candidate=_candidate_record(candidate),
-                    evaluation=_evaluation_record(evaluation),
+                    candidate=candidate_record(candidate),
+                    evaluation=evaluation_record(evaluation),
                 )
                 for rank, (score, evaluation, candidate) in enumerate(scored, start=1)
             ]
@@ -878,21 +657,9 @@ class Store:
             session.add(row)
             session.flush()
             session.refresh(row)
-            return _snapshot_record(row)
+            return snapshot_record(row)
 
         return self._write(work)
-
-    def latest_snapshot(self, run_id: str) -> SnapshotRecord | None:
-        def work(session: Session) -> SnapshotRecord | None:
-            row = session.scalars(
-                sa.select(SnapshotModel)
-                .where(SnapshotModel.run_id == run_id)
-                .order_by(SnapshotModel.sequence.desc())
-                .limit(1)
-            ).one_or_none()
-            return None if row is None else _snapshot_record(row)
-
-        return self._read(work)
 
     def list_snapshots(self, run_id: str) -> list[SnapshotRecord]:
         query = (
@@ -900,7 +667,7 @@ class Store:
             .where(SnapshotModel.run_id == run_id)
             .order_by(SnapshotModel.sequence)
         )
-        return self._read(lambda s: [_snapshot_record(row) for row in s.scalars(query)])
+        return self._read(lambda s: [snapshot_record(row) for row in s.scalars(query)])
 
 
 def upgrade_schema(url: str | None = None) -> str:
@@ -909,6 +676,7 @@ def upgrade_schema(url: str | None = None) -> str:
         revision = store.schema_revision()
     assert revision is not None
     return revision
+
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -924,52 +692,6 @@ def _safe_rollback(session: Session) -> None:
         session.rollback()
     except SQLAlchemyError:  # the connection is already gone; closing discards it
         _log.debug("rollback failed", exc_info=True)
-
-
-def _to_list(value: Any, where: str) -> list[Any]:
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, Iterable)):
-        raise TypeError(f"{where} must be a sequence of numbers, got {type(value).__name__}")
-    return list(value)
-
-
-def _as_float(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise TypeError(f"{where} must be a number, got {value!r}")
-    return float(value)
-
-
-def _recipe_and_hash(recipe: Any, recipe_hash: str | None) -> tuple[dict[str, Any], str]:
-    data = recipe.to_dict() if hasattr(recipe, "to_dict") else recipe
-    if not isinstance(data, Mapping):
-        raise TypeError(f"recipe must be a mapping or have to_dict(), got {type(recipe).__name__}")
-    data = to_json_data(dict(data), "recipe")
-    if recipe_hash is None:
-        own = getattr(recipe, "hash", None)
-        own = own() if callable(own) else own
-        recipe_hash = own if isinstance(own, str) else recipe_hash_of(data)
-    if not isinstance(recipe_hash, str) or not recipe_hash:
-        raise TypeError(f"recipe_hash must be a non-empty string, got {recipe_hash!r}")
-    return data, recipe_hash
-
-
-def _split_mapping(value: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
-        raise TypeError(f"{where} must be {{split: {{task: ...}}}}, got {value!r:.200}")
-    return to_json_data(dict(value), where)
-
-
-def _samples(value: Mapping[str, Mapping[str, Sequence[float]]] | None) -> dict[str, dict[str, list[float]]]:
-    out: dict[str, dict[str, list[float]]] = {}
-    for split, tasks in _split_mapping(value, "samples").items():
-        out[split] = {}
-        for task, scores in tasks.items():
-            values = _to_list(scores, f"samples[{split!r}][{task!r}]")
-            out[split][task] = [_as_float(v, f"samples[{split!r}][{task!r}]") for v in values]
-    return out
 
 
 def _find_by_hash(session: Session, run_id: str, recipe_hash: str) -> CandidateModel | None:
@@ -1006,70 +728,9 @@ def _check_can_start(candidate_id: str, siblings: list[EvaluationModel]) -> None
 
 def _check_updatable(row: EvaluationModel) -> None:
     status = _S(row.status)
-    if status.is_finished:
+    if status.is_finished:  # every other status is RUNNING
         raise FinishedEvaluationError(
             f"evaluation {row.id} is {status.value} and can no longer change"
         )
-    if status is not _S.RUNNING:
-        raise EvaluationStateError(
-            f"evaluation {row.id} is {status.value}; start_evaluation() it first"
-        )
 
 
-def _run_record(row: RunModel) -> RunRecord:
-    return RunRecord(
-        id=row.id,
-        name=row.name,
-        config=row.config,
-        status=RunStatus(row.status),
-        seed=int(row.seed),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        heartbeat_at=row.heartbeat_at,
-        error=row.error,
-    )
-
-
-def _candidate_record(row: CandidateModel) -> CandidateRecord:
-    return CandidateRecord(
-        id=row.id,
-        run_id=row.run_id,
-        number=row.number,
-        generation=row.generation,
-        genome=tuple(float(x) for x in row.genome),
-        recipe=row.recipe,
-        recipe_hash=row.recipe_hash,
-        parents=tuple(row.parents),
-        strategy_info=row.strategy_info,
-        created_at=row.created_at,
-        kind=CandidateKind(row.kind),
-        label=row.label,
-    )
-
-
-def _evaluation_record(row: EvaluationModel) -> EvaluationRecord:
-    return EvaluationRecord(
-        id=row.id,
-        run_id=row.run_id,
-        candidate_id=row.candidate_id,
-        status=_S(row.status),
-        attempt=row.attempt,
-        fitness=decode_float(row.fitness, row.fitness_kind),
-        scores={k: float(v) for k, v in (row.scores or {}).items()},
-        metrics=row.metrics or {},
-        merge_seconds=row.merge_seconds,
-        eval_seconds=row.eval_seconds,
-        worker=row.worker,
-        host=row.host,
-        error=row.error,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        heartbeat_at=row.heartbeat_at,
-    )
-
-
-def _snapshot_record(row: SnapshotModel) -> SnapshotRecord:
-    return SnapshotRecord(
-        run_id=row.run_id, sequence=row.sequence, state=row.state, created_at=row.created_at
-    )

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-import evolve.store.store as store_module
+import evolve.store.engine as engine_module
 from evolve.store import (
     CandidateKind,
     EvaluationStateError,
@@ -196,7 +196,6 @@ def test_evaluation_round_trip(store, run):
 
     assert store.get_samples(eid) == {"arc": [0.0, 0.5], "mgsm": [1.0, 0.0, 1.0, 1.0]}
     assert store.get_samples(eid, "test") == {"mgsm": [0.0, 1.0]}
-    assert store.samples_by_candidate(run.id) == {cand.id: {"arc": [0.0, 0.5], "mgsm": [1.0, 0.0, 1.0, 1.0]}}
     assert store.list_evaluations(run.id, candidate_id=cand.id)[0].id == eid
     assert store.list_evaluations(run.id, ["FAILED", "STALE"]) == []
 
@@ -205,14 +204,14 @@ def test_evaluation_round_trip(store, run):
 
 
 def test_per_sample_scores_for_an_archive(store, run):
-    """~20 candidates x 300 samples x 3 tasks: written and read back whole, in one query."""
+    """~20 candidates x 300 samples x 3 tasks: written and read back whole."""
     rng = np.random.default_rng(0)
     expected = {}
     for i in range(20):
         per_task = {f"task{t}": rng.integers(0, 2, 300).astype(float).tolist() for t in range(3)}
-        cand, _ = _scored(store, run.id, i, float(i), samples={"validation": per_task})
-        expected[cand.id] = per_task
-    assert store.samples_by_candidate(run.id) == expected
+        _, done = _scored(store, run.id, i, float(i), samples={"validation": per_task})
+        expected[done.id] = per_task
+    assert {eid: store.get_samples(eid) for eid in expected} == expected
 
 
 @pytest.mark.parametrize("fitness", [INF, -INF, NAN, 0.0, -1e-300, 1.7976931348623157e308])
@@ -245,14 +244,7 @@ def test_finished_evaluations_are_immutable(store, run):
 
 def test_evaluation_life_cycle_rules(store, run):
     cand = store.add_candidate(run.id, [0.1], _recipe(1))
-    queued = store.queue_evaluation(cand.id)
-    assert store.queue_evaluation(cand.id) == queued  # idempotent while PENDING
-    assert store.get_evaluation(queued).status is EvaluationStatus.PENDING
-    with pytest.raises(EvaluationStateError, match="start_evaluation"):
-        store.finish_evaluation(queued, 1.0)
-
     eid = store.start_evaluation(cand.id, "w0")
-    assert eid == queued  # the PENDING evaluation is claimed
     with pytest.raises(EvaluationStateError, match="already being evaluated"):
         store.start_evaluation(cand.id, "w1")
     store.fail_evaluation(eid, "merge failed")
@@ -262,8 +254,6 @@ def test_evaluation_life_cycle_rules(store, run):
     store.finish_evaluation(retry, 0.7)
     with pytest.raises(EvaluationStateError, match="already scored"):
         store.start_evaluation(cand.id, "w2")
-    with pytest.raises(EvaluationStateError):
-        store.queue_evaluation(cand.id)
 
     with pytest.raises(ValueError, match="merge_seconds"):
         store.finish_evaluation(store.start_evaluation(store.add_candidate(run.id, [0.2], _recipe(2)).id, "w"),
@@ -352,17 +342,15 @@ def test_leaderboard_orders_by_split(store, run):
 
 
 def test_snapshots_are_ordered(store, run):
-    assert store.latest_snapshot(run.id) is None
+    assert store.list_snapshots(run.id) == []
     other = store.create_run("other")
     for step in range(3):
         store.save_snapshot(run.id, {"step": step, "mean": [0.5] * 3, "sigma": 1 / 6})
     store.save_snapshot(other.id, {"step": 100})
-    latest = store.latest_snapshot(run.id)
-    assert (latest.sequence, latest.state["step"]) == (3, 2)
-    assert latest.state["sigma"] == 1 / 6
     assert [s.sequence for s in store.list_snapshots(run.id)] == [1, 2, 3]
     assert [s.state["step"] for s in store.list_snapshots(run.id)] == [0, 1, 2]
-    assert store.latest_snapshot(other.id).sequence == 1
+    assert store.list_snapshots(run.id)[-1].state["sigma"] == 1 / 6
+    assert [s.sequence for s in store.list_snapshots(other.id)] == [1]
     with pytest.raises(NotFoundError):
         store.save_snapshot("r-missing", {})
     with pytest.raises(TypeError, match="state"):
@@ -408,8 +396,8 @@ def _check_no_lost_rows(store: Store, run_id: str, writers: int) -> None:
     assert len({c.recipe_hash for c in candidates}) == len(candidates)
     complete = store.list_evaluations(run_id, EvaluationStatus.COMPLETE)
     assert sorted(e.candidate_id for e in complete) == sorted(c.id for c in candidates)
-    assert store.list_evaluations(run_id, ["PENDING", "RUNNING", "FAILED", "STALE"]) == []
-    assert len(store.samples_by_candidate(run_id)) == len(candidates)
+    assert store.list_evaluations(run_id, ["RUNNING", "FAILED", "STALE"]) == []
+    assert all(store.get_samples(e.id) == {"t": [1.0, 0.0]} for e in complete)
     assert [s.sequence for s in store.list_snapshots(run_id)] == list(range(1, len(candidates) + 1))
 
 
@@ -475,12 +463,12 @@ def test_schema_mismatch_errors_name_the_fix(store_url, monkeypatch):
         store.create_run("kept")
 
     # An older schema (this code's head is newer): the error names the upgrade command.
-    monkeypatch.setattr(store_module, "head_revision", lambda: "0002_future")
+    monkeypatch.setattr(engine_module, "head_revision", lambda: "0002_future")
     with pytest.raises(SchemaVersionError) as old:
         Store(store_url)
     message = str(old.value)
     assert f"{head_revision()} is older than 0002_future" in message
-    assert "python -m evolve.store upgrade" in message and store_module.UPGRADE_COMMAND in message
+    assert "python -m evolve.store upgrade" in message and engine_module.UPGRADE_COMMAND in message
     assert isinstance(old.value, ValueError)  # a UserError: the CLI prints one line
     monkeypatch.undo()
 
@@ -501,7 +489,7 @@ def test_migration_0002_moves_references_out_of_strategy_info(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = sa.create_engine(url)
     with engine.begin() as connection:
-        command.upgrade(store_module._alembic_config(connection), "0001_initial")
+        command.upgrade(engine_module.alembic_config(connection), "0001_initial")
         connection.execute(sa.text(
             "INSERT INTO runs (id, name, config, status, seed, created_at, updated_at) "
             "VALUES ('r-old', 'old', '{}', 'FINISHED', 0, '2026-11-01', '2026-11-01')"))
