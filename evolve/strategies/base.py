@@ -11,6 +11,10 @@ yet") and `_tell`. Invariants every strategy keeps:
 - A failure (``Result.failed``, or a non-finite fitness) is always told to the algorithm,
   with a penalty fitness (see `Strategy.penalty_fitness`), so CMA generations complete.
 - Identical seed + identical ask/tell sequence gives identical candidates.
+- Seeds (``seeds=``: initial genomes, e.g. the source models; `evolve.seeds` builds them from
+  the config) are asked first, in order, each exactly once, before any proposal of the
+  algorithm; their results are told to ``_tell`` like any other (``info["origin"] == "seed"``).
+  Strategies that route seeds through their own optimizer set ``asks_seeds_itself``.
 
 Resume is by replay, not by pickle: the search loop records every ask and tell in the store,
 and `evolve.loop.SearchLoop.replay` re-runs them, in order, on a fresh strategy built with the
@@ -27,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from search_spaces.errors import UserError
 
 
 class StrategyError(RuntimeError):
@@ -139,8 +144,17 @@ class Strategy(ABC):
     """
 
     name: str = "strategy"  # registry name; NevergradStrategy sets the optimizer's per instance
+    asks_seeds_itself: bool = False
+    """True when the subclass emits ``self.seeds`` from its own `_ask` (nevergrad's ``suggest``)."""
 
-    def __init__(self, dimension: int, seed: int = 0, *, failure_fitness: float | None = None) -> None:
+    def __init__(
+        self,
+        dimension: int,
+        seed: int = 0,
+        *,
+        failure_fitness: float | None = None,
+        seeds: Sequence[Sequence[float]] = (),
+    ) -> None:
         if not isinstance(dimension, int) or isinstance(dimension, bool) or dimension < 1:
             raise ValueError(f"{self.name}: dimension must be a positive integer, got {dimension!r}")
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -151,6 +165,8 @@ class Strategy(ABC):
         self.seed = seed
         self.failure_fitness = failure_fitness
         self.rng = np.random.default_rng(seed)
+        self.seeds: tuple[np.ndarray, ...] = check_seeds(seeds, dimension, self.name)
+        self._seed_ids: list[str] = []  # candidate ids of the seeds asked so far, in seed order
         self._candidates: dict[str, Candidate] = {}
         self._results: dict[str, Result] = {}
         self._pending: dict[str, Candidate] = {}  # insertion-ordered
@@ -242,6 +258,15 @@ class Strategy(ABC):
             return None
         return self._candidates[self._best[1]], self._best[0]
 
+    @property
+    def seeds_pending(self) -> bool:
+        """True until every seed has been asked and told (CMA waits for this to centre)."""
+        return len(self._seed_ids) < len(self.seeds) or any(i not in self._results for i in self._seed_ids)
+
+    def seed_results(self) -> list[tuple[Candidate, Result]]:
+        """The seeds told so far, in seed order, with their (normalized) results."""
+        return [(self._candidates[i], self._results[i]) for i in self._seed_ids if i in self._results]
+
     def state(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot summary (not a resume mechanism: use `replay`)."""
         best = self.best
@@ -253,6 +278,7 @@ class Strategy(ABC):
             "num_told": self.num_told,
             "num_failed": self._num_failed,
             "pending": list(self._pending),
+            "num_seeds": len(self.seeds),
             "best": None if best is None else {"id": best[0].id, "fitness": best[1], "genome": list(best[0].genome)},
             **self._state(),
         }
@@ -274,7 +300,12 @@ class Strategy(ABC):
 
     # -- internals ----------------------------------------------------------------------
     def _ask_one(self) -> Candidate | None:
-        proposal = self._ask()
+        k = len(self._seed_ids)
+        is_seed = k < len(self.seeds)
+        if is_seed and not self.asks_seeds_itself:
+            proposal: Proposal | None = Proposal(self.seeds[k], info={"origin": "seed", "seed_index": k, "generation": 0})
+        else:
+            proposal = self._ask()
         if proposal is None:
             return None
         genome = np.asarray(proposal.genome, dtype=np.float64)
@@ -290,8 +321,26 @@ class Strategy(ABC):
         )
         self._candidates[candidate.id] = candidate
         self._pending[candidate.id] = candidate
+        if is_seed:
+            self._seed_ids.append(candidate.id)
         self._on_asked(candidate, proposal)
         return candidate
 
     def _on_asked(self, candidate: Candidate, proposal: Proposal) -> None:
         """Hook: the proposal became ``candidate`` (e.g. to map the id to optimizer state)."""
+
+
+def check_seeds(seeds: Sequence[Sequence[float]], dimension: int, name: str = "strategy") -> tuple[np.ndarray, ...]:
+    """Seeds as float arrays, each of shape (dimension,) inside [0, 1]; `UserError` otherwise."""
+    if isinstance(seeds, str | bytes):
+        raise UserError(f"{name}.seeds: must be a list of genomes, got {seeds!r}")
+    out = []
+    for i, g in enumerate(seeds):
+        try:
+            arr = np.asarray(g, dtype=np.float64)
+        except (TypeError, ValueError):
+            arr = np.full(0, np.nan)
+        if arr.shape != (dimension,) or not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 1:
+            raise UserError(f"{name}.seeds[{i}]: must be {dimension} numbers in [0, 1]")
+        out.append(arr.copy())
+    return tuple(out)

@@ -1,56 +1,155 @@
 """M2N2 over recipe genomes: *Competition and Attraction Improve Model Fusion* (Sakana AI, 2025).
 
-https://arxiv.org/abs/2508.16204. A steady-state archive of genomes (default 20), each with
-its per-sample scores ``s_ij`` (``Result.samples``, tasks in sorted order, concatenated).
+https://arxiv.org/abs/2508.16204, reference code SakanaAI/natural_niches. A steady-state
+archive of genomes (default 20), each with its per-sample validation scores ``s_ij``
+(``Result.samples``, tasks in sorted order, concatenated).
 
-- Competition fitness: ``f_i = sum_j s_ij / (z_j**alpha + eps)`` with ``z_j = sum_k s_kj``;
-  ``alpha = 1`` shares each sample's reward among the members that solve it; ``alpha = 0`` is
-  the plain-GA ablation.
-- Parent 1 is drawn with probability proportional to ``f``. Parent 2 (never parent 1) is drawn
-  proportional to the attraction ``g(A, B) = sum_j max(s_Bj - s_Aj, 0) / (z_j + eps)``: the
-  members that solve what parent 1 misses.
-- Child: a split point ``k`` uniform in ``{0, ..., d-1}`` over the ordered genome coordinates
-  (layer groups come first, see `ParameterSpace`) and a mix ratio ``w ~ U(0, 1)``; coordinates
-  before ``k`` take ``SLERP_w(p1, p2)``, the rest ``SLERP_{1-w}(p1, p2)``, with the angle taken
-  over the whole vectors (as the reference implementation does); clipped into [0, 1].
+- Sample weights ``c_j = weight(task of j) / items(task of j)`` (``task_weights``, default 1):
+  the fitness is ``sum_t weight_t * mean_t``, so ``c`` makes competition see what fitness sees.
+  ``c`` multiplies a sample's *reward*, not its share: ``z_j`` stays the plain column sum, so
+  with ``alpha = 0`` the competition fitness is the fitness (over ``1 + eps``).
+- Competition fitness: ``f_i = sum_j c_j s_ij / (z_j**alpha + eps)``, ``z_j = sum_k s_kj``.
+- Parent 1 is drawn proportionally to ``f``. Parent 2 is drawn proportionally to the
+  attraction ``g(A, B) = sum_j c_j max(s_Bj - s_Aj, 0) / (z_j + eps)`` over the other members
+  (uniformly among them when nobody attracts); with attraction off it is drawn, like parent 1,
+  proportionally to ``f``, independently and with replacement (the reference's
+  ``choice(..., shape=(2,), p=f/sum f)``), so it may be parent 1 itself.
+- Child: a split point and a mix ratio ``w ~ U(0, 1)``; coordinates before the split take
+  ``SLERP_w(p1, p2)``, the rest ``SLERP_{1-w}``. Split points lie on layer-group boundaries
+  (`GenomeLayout.split_points`: both sides are whole layer groups, never part of a group's
+  models), drawn uniformly among the group starts, 0 included (as the reference draws
+  ``randint(0, n)``; split 0 is a whole-model ``SLERP_{1-w}``). The paper splits the ordered
+  *layers*, so set a fine ``space.layer_groups`` (one group per layer) for its meaning; with
+  one group the split is always 0. See `slerp_values` for the angle.
 - Replacement: a successful child joins; when the archive is over capacity, the member with
-  the lowest competition fitness (recomputed with the child) is dropped, possibly the child.
+  the lowest competition fitness (recomputed with the child) is dropped; among tied least-fit
+  members the OLDEST goes (the reference's argmin picks the first row), so the child wins ties.
 
-Scheduling (asynchronous, no generation barrier): while the archive plus the initial genomes
-in flight is below capacity, `ask` gives initial genomes (the given seeds first, then uniform
-random ones), so failed initial genomes are replaced. Otherwise it breeds once at least two
-members are in the archive, and answers "not yet" (fewer candidates) before that. Failures
-never enter the archive. Per-sample scores must be non-negative (accuracies, 0/1 hits).
+Draw order per child (part of the contract; tests replay it): parent 1, parent 2, split
+(unless ``split`` is off), ``w``, then the mutation noise (if ``mutation_std > 0``).
+
+Seeding and scheduling (asynchronous, no generation barrier): the seeds (``seeds=``, by default
+the source models and uniform merges, see `evolve.seeds`) are asked first and enter the
+archive when told; breeding starts as soon as two members exist, as the reference does. Only
+when fewer than two members exist or are in flight are random genomes asked (to start at all);
+``random_fill`` instead fills the archive with random genomes up to ``archive_size`` first.
+Failures never enter the archive.
+
+Presets (``preset``): ``m2n2`` (alpha 1, attraction, split), and the paper's ablations ``ga``
+(alpha 0 and attraction off), ``no_split``, ``no_attraction``. An explicit ``alpha``,
+``attraction`` or ``split`` that contradicts the preset is refused.
+
+Scores must be non-negative (accuracies, 0/1 hits): a shared reward ``s / z`` means nothing
+otherwise. ``score_transform: minmax`` rescales each task's scores to [0, 1] by the smallest and
+largest score seen on that task so far (the archive is re-scored as they move). With ``none``,
+a result holding a negative score is kept out of the archive (recorded in ``state()["rejected"]``,
+one warning), never a crash mid-run; `check_samples_nonnegative` is the pre-flight check.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from evolve.strategies.base import Candidate, Proposal, Result, Strategy
 from search_spaces.errors import UserError
 
+if TYPE_CHECKING:
+    from search_spaces.parameter_space import ParameterSpace
+
 EPSILON = 1e-8
 SLERP_PARALLEL = 1e-6
 """Below this sin(angle) (or for a zero vector) SLERP falls back to linear interpolation."""
+WEIGHT_PARAMETERS = frozenset({"weight"})
+"""Per-model parameters that scale a model's task vector: the ones the SLERP angle is taken over."""
+FITNESS_TASK = "<fitness>"
+"""The one "sample" of a result without per-sample scores: its fitness."""
+
+ScoreTransform = Literal["none", "minmax"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    alpha: float
+    attraction: bool
+    split: bool
+
+
+PRESETS: dict[str, Preset] = {
+    "m2n2": Preset(alpha=1.0, attraction=True, split=True),
+    "ga": Preset(alpha=0.0, attraction=False, split=True),
+    "no_split": Preset(alpha=1.0, attraction=True, split=False),
+    "no_attraction": Preset(alpha=1.0, attraction=False, split=True),
+}
+
+
+@dataclass(frozen=True)
+class GenomeLayout:
+    """What crossover needs to know about the genome, torch-free.
+
+    ``split_points``: the coordinates a split may fall on (the first coordinate of each layer
+    group, 0 first). ``weight_mask``: coordinates that are merge weights (enter the SLERP
+    angle). ``lower``/``upper``: each coordinate's value bounds (genome x maps to
+    ``lower + x * (upper - lower)``).
+    """
+
+    split_points: tuple[int, ...]
+    weight_mask: tuple[bool, ...]
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        d = len(self.weight_mask)
+        if not (len(self.lower) == len(self.upper) == d) or d == 0:
+            raise ValueError("GenomeLayout: weight_mask, lower and upper need one entry per coordinate")
+        if not self.split_points or self.split_points[0] != 0 or list(self.split_points) != sorted(set(self.split_points)) \
+                or self.split_points[-1] >= d:
+            raise ValueError("GenomeLayout.split_points: increasing coordinates, starting at 0, below the dimension")
+
+    @property
+    def dimension(self) -> int:
+        return len(self.weight_mask)
+
+    @classmethod
+    def flat(cls, dimension: int) -> GenomeLayout:
+        """No space known: every coordinate a group of its own, a weight in [0, 1]."""
+        return cls(tuple(range(dimension)), (True,) * dimension, (0.0,) * dimension, (1.0,) * dimension)
+
+    @classmethod
+    def from_space(cls, space: ParameterSpace) -> GenomeLayout:
+        """Group starts, weight coordinates and bounds of a `ParameterSpace` (group-major layout)."""
+        coords = space.coordinates
+        starts = tuple(c.index for k, c in enumerate(coords) if k == 0 or c.group != coords[k - 1].group)
+        mask = tuple(bool(c.model) and c.parameter in WEIGHT_PARAMETERS for c in coords)
+        return cls(starts, mask, tuple(c.lower for c in coords), tuple(c.upper for c in coords))
 
 
 # -- the pieces, as pure functions ------------------------------------------------------------------
-def competition_fitness(scores: np.ndarray, alpha: float = 1.0, eps: float = EPSILON) -> np.ndarray:
-    """``f_i = sum_j s_ij / (z_j**alpha + eps)`` for a (members, samples) score matrix."""
-    scores = np.asarray(scores, dtype=np.float64)
-    z = scores.sum(axis=0)
-    return (scores / (z**alpha + eps)).sum(axis=1)
+def _weights(scores: np.ndarray, sample_weights: np.ndarray | None) -> np.ndarray:
+    return np.ones(scores.shape[1]) if sample_weights is None else np.asarray(sample_weights, dtype=np.float64)
 
 
-def attraction(scores: np.ndarray, a: int, eps: float = EPSILON) -> np.ndarray:
-    """``g(A, B)`` for parent ``A = scores[a]`` and every member ``B`` (``g(A, A) = 0``)."""
+def competition_fitness(
+    scores: np.ndarray, alpha: float = 1.0, eps: float = EPSILON, sample_weights: np.ndarray | None = None
+) -> np.ndarray:
+    """``f_i = sum_j c_j s_ij / (z_j**alpha + eps)`` for a (members, samples) score matrix."""
     scores = np.asarray(scores, dtype=np.float64)
     z = scores.sum(axis=0)
-    return (np.maximum(scores - scores[a], 0.0) / (z + eps)).sum(axis=1)
+    return (_weights(scores, sample_weights) * scores / (z**alpha + eps)).sum(axis=1)
+
+
+def attraction(
+    scores: np.ndarray, a: int, eps: float = EPSILON, sample_weights: np.ndarray | None = None
+) -> np.ndarray:
+    """``g(A, B) = sum_j c_j max(s_Bj - s_Aj, 0) / (z_j + eps)`` for ``A = scores[a]`` and every B."""
+    scores = np.asarray(scores, dtype=np.float64)
+    z = scores.sum(axis=0)
+    return (_weights(scores, sample_weights) * np.maximum(scores - scores[a], 0.0) / (z + eps)).sum(axis=1)
 
 
 def slerp(w: float | np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -61,21 +160,54 @@ def slerp(w: float | np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    w = np.asarray(w, dtype=np.float64)
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na > 0 and nb > 0:
-        omega = float(np.arccos(np.clip(np.dot(a / na, b / nb), -1.0, 1.0)))
-        sin_omega = np.sin(omega)
-        if sin_omega > SLERP_PARALLEL:
-            return (np.sin((1.0 - w) * omega) * a + np.sin(w * omega) * b) / sin_omega
-    return (1.0 - w) * a + w * b
+    return slerp_values(w, a, b, np.ones(a.shape, dtype=bool))
 
 
-def crossover(p1: np.ndarray, p2: np.ndarray, split: int, w: float) -> np.ndarray:
-    """The M2N2 child: ``SLERP_w`` on coordinates ``< split``, ``SLERP_{1-w}`` on the rest, in [0, 1]."""
+def slerp_values(w: float | np.ndarray, a: np.ndarray, b: np.ndarray, angle_mask: np.ndarray) -> np.ndarray:
+    """SLERP of two parents' parameter *values*, the angle taken over the merge weights only.
+
+    Why this angle: M2N2 SLERPs model parameters. A task-arithmetic merge is
+    ``theta(w) = base + sum_m w_m tau_m`` (per layer group), so the merged task vectors of two
+    parents have ``cos Omega = w_A' G w_B / sqrt(w_A' G w_A * w_B' G w_B)`` with ``G`` the Gram
+    matrix of the task vectors, and SLERP of the task vectors is the same SLERP of the weight
+    vectors (it is linear in w). The weights live in this torch-free genome; ``G`` does not, so
+    we take ``G = I`` (task vectors of equal norm, mutually orthogonal: fine-tunes of one base
+    are nearly so): the angle between the weight values. Densities, ``lambda`` and other
+    non-weight coordinates are not directions of a vector: they stay out of the angle and are
+    interpolated linearly with the same ratio. ``angle_mask`` marks the weight coordinates;
+    with none, or nearly parallel or zero weight vectors, everything is linear.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    w = np.broadcast_to(np.asarray(w, dtype=np.float64), a.shape)
+    mask = np.asarray(angle_mask, dtype=bool)
+    out = (1.0 - w) * a + w * b
+    if mask.any():
+        aw, bw = a[mask], b[mask]
+        na, nb = np.linalg.norm(aw), np.linalg.norm(bw)
+        if na > 0 and nb > 0:
+            omega = float(np.arccos(np.clip(np.dot(aw / na, bw / nb), -1.0, 1.0)))
+            sin_omega = math.sin(omega)
+            if sin_omega > SLERP_PARALLEL:
+                t = w[mask]
+                out[mask] = (np.sin((1.0 - t) * omega) * aw + np.sin(t * omega) * bw) / sin_omega
+    return out
+
+
+def crossover(p1: np.ndarray, p2: np.ndarray, split: int, w: float, layout: GenomeLayout | None = None) -> np.ndarray:
+    """The M2N2 child genome: ratio ``w`` on coordinates ``< split``, ``1 - w`` on the rest.
+
+    Genomes are mapped to parameter values through ``layout``'s bounds, mixed by
+    `slerp_values`, mapped back and clipped into [0, 1] (SLERP may overshoot a bound).
+    """
     p1 = np.asarray(p1, dtype=np.float64)
+    p2 = np.asarray(p2, dtype=np.float64)
+    layout = layout or GenomeLayout.flat(p1.shape[0])
+    lower, upper = np.asarray(layout.lower), np.asarray(layout.upper)
+    width = upper - lower
     ratio = np.where(np.arange(p1.shape[0]) < split, w, 1.0 - w)
-    return np.clip(slerp(ratio, p1, p2), 0.0, 1.0)
+    values = slerp_values(ratio, lower + p1 * width, lower + p2 * width, np.asarray(layout.weight_mask))
+    return np.clip((values - lower) / width, 0.0, 1.0)
 
 
 def sample_index(rng: np.random.Generator, weights: np.ndarray) -> int:
@@ -86,10 +218,23 @@ def sample_index(rng: np.random.Generator, weights: np.ndarray) -> int:
     return int(rng.choice(weights.size, p=p))
 
 
-def least_fit(scores: np.ndarray, alpha: float = 1.0, eps: float = EPSILON) -> int:
-    """The member replacement drops: lowest competition fitness; among ties, the newest (last row)."""
-    f = competition_fitness(scores, alpha, eps)
-    return int(np.flatnonzero(f == f.min())[-1])
+def least_fit(
+    scores: np.ndarray, alpha: float = 1.0, eps: float = EPSILON, sample_weights: np.ndarray | None = None
+) -> int:
+    """The member replacement drops: lowest competition fitness; among ties, the oldest (first row)."""
+    return int(np.argmin(competition_fitness(scores, alpha, eps, sample_weights)))
+
+
+def check_samples_nonnegative(samples: Mapping[str, Sequence[float]] | None, where: str = "m2n2") -> None:
+    """Pre-flight: a one-line `UserError` naming the first task with a negative per-sample score."""
+    for task in sorted(samples or {}):
+        values = np.asarray(samples[task], dtype=np.float64)
+        if values.size and values.min() < 0:
+            raise UserError(
+                f"{where}: task '{task}' gives negative per-sample scores (min {values.min():g}); M2N2 shares "
+                "each sample's reward and needs scores >= 0: use an accuracy-like metric, or set "
+                "strategy.settings.score_transform: minmax"
+            )
 
 
 # -- the strategy ------------------------------------------------------------------------------------
@@ -97,6 +242,8 @@ class M2N2Strategy(Strategy):
     """Steady-state M2N2 (see the module docstring). Candidates carry parent ids for lineage."""
 
     name = "m2n2"
+    needs_nonnegative_samples = True
+    """Pre-flight should run `check_samples_nonnegative` unless ``score_transform`` is set."""
 
     def __init__(
         self,
@@ -104,122 +251,179 @@ class M2N2Strategy(Strategy):
         seed: int = 0,
         *,
         archive_size: int = 20,
-        alpha: float = 1.0,
-        attraction: bool = True,
-        initial_genomes: Sequence[Sequence[float]] = (),
+        preset: str = "m2n2",
+        alpha: float | None = None,
+        attraction: bool | None = None,
+        split: bool | None = None,
+        random_fill: bool = False,
         mutation_std: float = 0.0,
         epsilon: float = EPSILON,
+        score_transform: ScoreTransform = "none",
         failure_fitness: float | None = None,
+        seeds: Sequence[Sequence[float]] = (),
+        task_weights: Mapping[str, float] | None = None,
+        layout: GenomeLayout | None = None,
     ) -> None:
-        super().__init__(dimension, seed, failure_fitness=failure_fitness)
+        super().__init__(dimension, seed, failure_fitness=failure_fitness, seeds=seeds)
         if not isinstance(archive_size, int) or isinstance(archive_size, bool) or archive_size < 2:
             raise UserError(f"m2n2.archive_size: must be an integer >= 2, got {archive_size!r}")
-        if not isinstance(alpha, int | float) or not 0 <= alpha:
+        if preset not in PRESETS:
+            raise UserError(f"m2n2.preset: unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+        chosen = PRESETS[preset]
+        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha):
             raise UserError(f"m2n2.alpha: must be a number >= 0 (1 = competition, 0 = plain GA), got {alpha!r}")
+        for key, given in (("alpha", alpha), ("attraction", attraction), ("split", split)):
+            if given is not None and given != getattr(chosen, key) and preset != "m2n2":
+                raise UserError(f"m2n2.{key}: {given!r} contradicts preset '{preset}' ({key} = {getattr(chosen, key)!r})")
         if not isinstance(mutation_std, int | float) or not 0 <= mutation_std:
             raise UserError(f"m2n2.mutation_std: must be >= 0, got {mutation_std!r}")
         if not isinstance(epsilon, int | float) or not 0 < epsilon:
             raise UserError(f"m2n2.epsilon: must be > 0, got {epsilon!r}")
-        seeds = []
-        for i, g in enumerate(initial_genomes):
-            arr = np.asarray(g, dtype=np.float64)
-            if arr.shape != (dimension,) or not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 1:
-                raise UserError(f"m2n2.initial_genomes[{i}]: must be {dimension} numbers in [0, 1]")
-            seeds.append(arr)
-        if len(seeds) > archive_size:
-            raise UserError(f"m2n2.initial_genomes: {len(seeds)} given, more than archive_size {archive_size}")
+        if score_transform not in ("none", "minmax"):
+            raise UserError(f"m2n2.score_transform: must be 'none' or 'minmax', got {score_transform!r}")
+        weights = dict(task_weights or {})
+        for task, weight in weights.items():
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) or weight < 0:
+                raise UserError(f"m2n2: task '{task}' has weight {weight!r}; M2N2 needs task weights >= 0")
+        if layout is not None and layout.dimension != dimension:
+            raise UserError(f"m2n2.layout: {layout.dimension} coordinates, but the genome has {dimension}")
         self.archive_size = archive_size
-        self.alpha = float(alpha)
-        self.use_attraction = bool(attraction)
+        self.preset = preset
+        self.alpha = float(chosen.alpha if alpha is None else alpha)
+        self.use_attraction = bool(chosen.attraction if attraction is None else attraction)
+        self.use_split = bool(chosen.split if split is None else split)
+        self.random_fill = bool(random_fill)
         self.mutation_std = float(mutation_std)
         self.epsilon = float(epsilon)
-        self._seeds = seeds
-        self._num_initial = 0                # initial genomes asked so far
-        self._initial_pending: set[str] = set()
+        self.score_transform = score_transform
+        self.task_weights = weights
+        self.layout = layout or GenomeLayout.flat(dimension)
+        self._initial_pending: set[str] = set()  # seeds and random starters in flight
         self._archive: list[str] = []        # member ids, in order of entry
-        self._scores: dict[str, np.ndarray] = {}
+        self._raw: dict[str, np.ndarray] = {}  # member id -> untransformed sample scores
         self._fitness: dict[str, float] = {}
         self._layout: tuple[tuple[str, int], ...] | None = None
+        self._sample_weights: np.ndarray | None = None
+        self._task_of: np.ndarray | None = None  # sample -> task index
+        self._starts: np.ndarray | None = None   # task -> its first sample
+        self._low: np.ndarray | None = None     # per task: smallest / largest score seen (minmax)
+        self._high: np.ndarray | None = None
         self._num_dropped = 0
+        self._rejected: list[dict[str, str]] = []
         self._generations: dict[str, int] = {}  # candidate id -> 0 for initial, 1 + parents' max
 
     # -- ask ---------------------------------------------------------------------------------
     def _ask(self) -> Proposal | None:
-        if len(self._archive) + len(self._initial_pending) < self.archive_size:
-            k = self._num_initial
-            if k < len(self._seeds):
-                return Proposal(self._seeds[k], info={"origin": "seed", "seed_index": k, "generation": 0})
-            return Proposal(self.rng.random(self.dimension), info={"origin": "random", "generation": 0})
-        if len(self._archive) < 2:
-            return None  # wait for results; no state touched
-        scores = self._matrix()
-        i = sample_index(self.rng, competition_fitness(scores, self.alpha, self.epsilon))
-        others = np.arange(len(self._archive)) != i
-        pull = attraction(scores, i, self.epsilon) if self.use_attraction else np.ones(len(self._archive))
-        j = int(np.flatnonzero(others)[sample_index(self.rng, pull[others])])
-        split = int(self.rng.integers(0, self.dimension))
+        members, starting = len(self._archive), len(self._initial_pending)
+        if self.random_fill and members + starting < self.archive_size:
+            return self._random()
+        if members < 2:
+            return self._random() if members + starting < 2 else None  # None: wait, no state touched
+        scores, c = self._matrix(), self._sample_weights
+        f = competition_fitness(scores, self.alpha, self.epsilon, c)
+        i = sample_index(self.rng, f)
+        if self.use_attraction:
+            others = np.flatnonzero(np.arange(members) != i)
+            j = int(others[sample_index(self.rng, attraction(scores, i, self.epsilon, c)[others])])
+        else:
+            j = sample_index(self.rng, f)  # with replacement, like parent 1
+        points = self.layout.split_points
+        split = int(points[self.rng.integers(0, len(points))]) if self.use_split else self.dimension
         w = float(self.rng.random())
         id1, id2 = self._archive[i], self._archive[j]
-        child = crossover(self.candidate(id1).array, self.candidate(id2).array, split, w)
+        child = crossover(self.candidate(id1).array, self.candidate(id2).array, split, w, self.layout)
         if self.mutation_std > 0:
             child = np.clip(child + self.rng.normal(0.0, self.mutation_std, self.dimension), 0.0, 1.0)
         generation = 1 + max(self._generations[id1], self._generations[id2])
         info = {"origin": "child", "split": split, "w": w, "generation": generation}
         return Proposal(child, parents=(id1, id2), info=info)
 
+    def _random(self) -> Proposal:
+        return Proposal(self.rng.random(self.dimension), info={"origin": "random", "generation": 0})
+
     def _on_asked(self, candidate: Candidate, proposal: Proposal) -> None:
-        self._generations[candidate.id] = int(proposal.info["generation"])
+        self._generations[candidate.id] = int(proposal.info.get("generation", 0))
         if proposal.info.get("origin") in ("seed", "random"):
-            self._num_initial += 1
             self._initial_pending.add(candidate.id)
 
     # -- tell --------------------------------------------------------------------------------
     def _check_result(self, result: Result) -> None:
-        layout, vector = self._flatten(result)
+        layout, _ = self._flatten(result)
         if self._layout is not None and layout != self._layout:
             raise ValueError(
                 f"m2n2: per-sample scores must keep one layout (task: count) across results; "
                 f"expected {dict(self._layout)}, got {dict(layout)}"
             )
-        if vector.min() < 0:
-            raise ValueError("m2n2: per-sample scores must be non-negative (accuracy-like)")
 
     def _tell(self, candidate: Candidate, result: Result, fitness: float) -> None:
         self._initial_pending.discard(candidate.id)
         if result.failed:
             return  # failures never enter the archive
-        layout, vector = self._flatten(result)
-        self._layout = layout
+        layout, raw = self._flatten(result)
+        if self._layout is None:
+            self._set_layout(layout)
+        if self.score_transform == "none" and raw.min() < 0:
+            task = self._layout[int(self._task_of[int(np.argmin(raw))])][0]
+            message = (f"task '{task}' gave a negative per-sample score ({raw.min():g}); kept out of the archive "
+                       "(set strategy.settings.score_transform: minmax)")
+            if not self._rejected:
+                warnings.warn(f"m2n2: candidate {candidate.id}: {message}", stacklevel=3)
+            self._rejected.append({"id": candidate.id, "error": message})
+            return
+        low = np.minimum.reduceat(raw, self._starts)
+        high = np.maximum.reduceat(raw, self._starts)
+        self._low = low if self._low is None else np.minimum(self._low, low)
+        self._high = high if self._high is None else np.maximum(self._high, high)
         self._archive.append(candidate.id)
-        self._scores[candidate.id] = vector
+        self._raw[candidate.id] = raw
         self._fitness[candidate.id] = float(result.fitness)
         if len(self._archive) > self.archive_size:
-            drop = self._archive.pop(least_fit(self._matrix(), self.alpha, self.epsilon))
-            del self._scores[drop]
+            drop = self._archive.pop(least_fit(self._matrix(), self.alpha, self.epsilon, self._sample_weights))
+            del self._raw[drop]
             self._num_dropped += 1
 
     # -- helpers -----------------------------------------------------------------------------
     def _flatten(self, result: Result) -> tuple[tuple[tuple[str, int], ...], np.ndarray]:
-        samples = result.samples if result.samples else {"<fitness>": [result.fitness]}
+        samples = result.samples if result.samples else {FITNESS_TASK: [result.fitness]}
         tasks = sorted(samples)
         layout = tuple((t, len(samples[t])) for t in tasks)
-        vector = np.concatenate([np.asarray(samples[t], dtype=np.float64) for t in tasks]) if tasks else np.zeros(0)
-        if vector.size == 0:
-            raise ValueError("m2n2: a result needs at least one per-sample score")
-        return layout, vector
+        if any(n == 0 for _, n in layout):
+            raise ValueError(f"m2n2: task '{next(t for t, n in layout if n == 0)}' has no per-sample scores")
+        return layout, np.concatenate([np.asarray(samples[t], dtype=np.float64) for t in tasks])
+
+    def _set_layout(self, layout: tuple[tuple[str, int], ...]) -> None:
+        self._layout = layout
+        counts = np.array([n for _, n in layout])
+        self._task_of = np.repeat(np.arange(len(layout)), counts)
+        self._starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
+        per_task = np.array([self.task_weights.get(t, 1.0) / n for t, n in layout])
+        self._sample_weights = per_task[self._task_of]
 
     def _matrix(self) -> np.ndarray:
-        return np.stack([self._scores[m] for m in self._archive])
+        """The archive's scores as competition sees them (after ``score_transform``)."""
+        raw = np.stack([self._raw[m] for m in self._archive])
+        if self.score_transform == "minmax":
+            low, span = self._low[self._task_of], (self._high - self._low)[self._task_of]
+            return np.where(span > 0, (raw - low) / np.where(span > 0, span, 1.0), 0.0)
+        return raw
 
     @property
     def archive(self) -> tuple[str, ...]:
         """Member ids, in order of entry."""
         return tuple(self._archive)
 
+    @property
+    def best_member(self) -> tuple[Candidate, float] | None:
+        """The fittest member now in the archive (oldest on ties); `best` is the best ever told."""
+        if not self._archive:
+            return None
+        member = max(self._archive, key=lambda m: self._fitness[m])  # max keeps the first of ties
+        return self.candidate(member), self._fitness[member]
+
     def _state(self) -> dict[str, Any]:
         members = []
         if self._archive:
-            f = competition_fitness(self._matrix(), self.alpha, self.epsilon)
+            f = competition_fitness(self._matrix(), self.alpha, self.epsilon, self._sample_weights)
             for member, fit in zip(self._archive, f):
                 members.append({
                     "id": member,
@@ -228,11 +432,20 @@ class M2N2Strategy(Strategy):
                     "parents": list(self.candidate(member).parents),
                     "genome": list(self.candidate(member).genome),
                 })
+        best = self.best_member
         return {
             "archive_size": self.archive_size,
+            "preset": self.preset,
             "alpha": self.alpha,
             "attraction": self.use_attraction,
+            "split": self.use_split,
+            "random_fill": self.random_fill,
+            "score_transform": self.score_transform,
+            "task_weights": dict(self.task_weights),
             "layout": [list(x) for x in self._layout] if self._layout else None,
             "num_dropped": self._num_dropped,
+            "rejected": list(self._rejected),
+            "best_member": None if best is None else
+            {"id": best[0].id, "fitness": best[1], "genome": list(best[0].genome)},
             "archive": members,
         }

@@ -12,6 +12,11 @@ Seeding: the parametrization's ``random_state`` is a ``RandomState(seed)``, whic
 nevergrad optimizer (and pycma, through ``randn``) draws from. mergekit-evolve never seeded
 its CMA; we do, and replay depends on it.
 
+Seeds (``seeds=``): a generic optimizer gets them through nevergrad's ``suggest`` (its first
+asks return them, in order, and it learns from them as from its own points); one that cannot
+take unasked points is refused when built. CMA-ES asks them first, waits until all are told,
+then centres its search on the best one (see `CMAStrategy`).
+
 nevergrad minimizes, so we tell ``-fitness``; a failure is told with ``-penalty_fitness()``
 (see `Strategy.penalty_fitness`), never dropped, so CMA generations always complete.
 """
@@ -19,6 +24,7 @@ nevergrad minimizes, so we tell ``-fitness``; a failure is told with ``-penalty_
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from typing import Any
 
 import nevergrad as ng
@@ -57,12 +63,16 @@ def resolve_optimizer_name(name: str, extra_known: tuple[str, ...] = ()) -> str:
     )
 
 
-def genome_parametrization(dimension: int, seed: int, start: float = 0.5) -> ng.p.Array:
-    """The seeded [0, 1]^d nevergrad parametrization (sigma 1/6, bouncing bounds)."""
-    if start == 0.5:
+def genome_parametrization(dimension: int, seed: int, start: float | np.ndarray = 0.5) -> ng.p.Array:
+    """The seeded [0, 1]^d nevergrad parametrization (sigma 1/6, bouncing bounds).
+
+    ``start``: the reference point (CMA's mean), a number for every coordinate or a genome.
+    """
+    centre = np.broadcast_to(np.asarray(start, dtype=np.float64), (dimension,))
+    if np.all(centre == 0.5):
         param = ng.p.Array(shape=(dimension,), lower=0.0, upper=1.0)
     else:  # same bounds and sigma; only the reference point (CMA's start) moves
-        param = ng.p.Array(init=np.full(dimension, float(start)), lower=0.0, upper=1.0)
+        param = ng.p.Array(init=centre.copy(), lower=0.0, upper=1.0)
     param.random_state = np.random.RandomState(seed)
     return param
 
@@ -80,6 +90,7 @@ class NevergradStrategy(Strategy):
     """
 
     name = "nevergrad"
+    asks_seeds_itself = True  # through nevergrad's suggest
 
     def __init__(
         self,
@@ -90,11 +101,12 @@ class NevergradStrategy(Strategy):
         budget: int | None = None,
         num_workers: int | None = 1,
         failure_fitness: float | None = None,
+        seeds: Sequence[Sequence[float]] = (),
     ) -> None:
         self.optimizer_name = resolve_optimizer_name(optimizer)
         if type(self).name == NevergradStrategy.name:
             self.name = self.optimizer_name
-        super().__init__(dimension, seed, failure_fitness=failure_fitness)
+        super().__init__(dimension, seed, failure_fitness=failure_fitness, seeds=seeds)
         _check_positive("budget", budget, allow_none=True)
         _check_positive("num_workers", num_workers, allow_none=True)
         self.budget = budget
@@ -103,6 +115,9 @@ class NevergradStrategy(Strategy):
         self._handles: dict[str, Any] = {}
         self.optimizer = self._instantiate()
         self._probe()
+        if self.asks_seeds_itself:
+            for genome in reversed(self.seeds):  # suggest is last in, first out
+                self.optimizer.suggest(genome.copy())
 
     def _instantiate(self) -> Any:
         try:
@@ -121,6 +136,13 @@ class NevergradStrategy(Strategy):
             probe.ask()
         except Exception as exc:  # noqa: BLE001 - nevergrad signals bad settings with asserts
             self._bad_settings(exc)
+        if self.seeds and self.asks_seeds_itself:
+            probe.suggest(self.seeds[0].copy())
+            try:
+                probe.tell(probe.ask(), 0.0)
+            except ng.errors.TellNotAskedNotSupportedError:
+                raise UserError(f"strategy '{self.optimizer_name}': cannot learn from seeds (nevergrad's "
+                                "suggest); set strategy.seeds: none, or use cma") from None
 
     def _bad_settings(self, exc: Exception) -> None:
         hint = ""
@@ -146,14 +168,19 @@ class NevergradStrategy(Strategy):
             return None  # nevergrad's contract: at most num_workers points in flight
         handle = self.optimizer.ask()
         genome = np.clip(np.asarray(handle.value, dtype=np.float64), 0.0, 1.0)
-        return Proposal(genome=genome, info={"generation": self._generation(handle)}, handle=handle)
+        info: dict[str, Any] = {"generation": self._generation(handle)}
+        k = len(self._seed_ids)
+        if self.asks_seeds_itself and k < len(self.seeds):
+            info = {"origin": "seed", "seed_index": k, "generation": 0}
+        return Proposal(genome=genome, info=info, handle=handle)
 
     def _generation(self, handle: Any) -> int:
         """Lineage depth nevergrad keeps on its candidates (0 for sampled ones)."""
         return max(int(getattr(handle, "generation", 1)) - 1, 0)
 
     def _on_asked(self, candidate: Candidate, proposal: Proposal) -> None:
-        self._handles[candidate.id] = proposal.handle
+        if proposal.handle is not None:  # None: a seed the base class asked (CMA)
+            self._handles[candidate.id] = proposal.handle
 
     def _tell(self, candidate: Candidate, result: Result, fitness: float) -> None:
         handle = self._handles.pop(candidate.id)
@@ -175,9 +202,15 @@ class CMAStrategy(NevergradStrategy):
     new population when one runs out and tells pycma every ``popsize`` results, whichever
     generation they came from); give it to cap them. Candidates carry ``info["generation"]``:
     the CMA generation (pycma iteration) they were sampled in.
+
+    Seeds are asked first (CMA proposes nothing until all are told); then CMA is rebuilt with
+    its mean at the best successful seed (earliest on ties), same sigma0 and seed, instead of
+    ``start``. Seeds are not told to CMA itself: they are not samples of its distribution.
+    If every seed failed, CMA starts at ``start``.
     """
 
     name = "cma"
+    asks_seeds_itself = False
 
     def __init__(
         self,
@@ -192,6 +225,7 @@ class CMAStrategy(NevergradStrategy):
         budget: int | None = None,
         num_workers: int | None = None,
         failure_fitness: float | None = None,
+        seeds: Sequence[Sequence[float]] = (),
     ) -> None:
         if not isinstance(sigma0, int | float) or not 0 < sigma0 <= 1:
             raise UserError(f"cma.sigma0: must be in (0, 1] (genome units), got {sigma0!r}")
@@ -208,8 +242,12 @@ class CMAStrategy(NevergradStrategy):
         self.start = float(start)
         self.diagonal = bool(diagonal)
         self.elitist = bool(elitist)
+        self.centre: np.ndarray | None = None  # the best seed, once the seeds are told
         super().__init__(dimension, seed, optimizer="CMA", budget=budget, num_workers=num_workers,
-                         failure_fitness=failure_fitness)
+                         failure_fitness=failure_fitness, seeds=seeds)
+        self._check_sigma()
+
+    def _check_sigma(self) -> None:
         effective = float(self.optimizer.es.sigma0) * ARRAY_SIGMA
         if not np.isclose(effective, self.sigma0, rtol=1e-9, atol=0):
             raise RuntimeError(
@@ -226,8 +264,24 @@ class CMAStrategy(NevergradStrategy):
             elitist=self.elitist,
         )
 
-    def _start(self) -> float:
-        return self.start
+    def _start(self) -> float | np.ndarray:
+        return self.start if self.centre is None else self.centre
+
+    def _ask(self) -> Proposal | None:
+        if self.seeds_pending:
+            return None  # CMA centres on the best seed: wait until every seed is told
+        return super()._ask()
+
+    def _tell(self, candidate: Candidate, result: Result, fitness: float) -> None:
+        if candidate.id in self._handles:
+            super()._tell(candidate, result, fitness)
+            return
+        if not self.seeds_pending:  # the last seed came back: centre CMA on the best one
+            told = [(r.fitness, -int(c.id), c) for c, r in self.seed_results() if not r.failed]
+            if told:
+                self.centre = max(told, key=lambda t: t[:2])[2].array
+                self.optimizer = self._instantiate()
+                self._check_sigma()
 
     def _probe(self) -> None:
         pass  # CMA is known to work; its es is built (and checked) below
@@ -241,6 +295,7 @@ class CMAStrategy(NevergradStrategy):
             **super()._state(),
             "sigma0": self.sigma0,
             "start": self.start,
+            "centre": None if self.centre is None else [float(v) for v in self.centre],
             "popsize": int(es.popsize),
             "generation": int(es.countiter),
             "sigma": float(es.sigma) * ARRAY_SIGMA,

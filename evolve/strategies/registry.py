@@ -8,13 +8,20 @@ name is looked up in ``ng.optimizers.registry`` (exactly, then case-insensitivel
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from evolve.strategies.base import Strategy
-from evolve.strategies.m2n2 import M2N2Strategy
+from evolve.strategies.m2n2 import GenomeLayout, M2N2Strategy
 from evolve.strategies.nevergrad_strategy import CMAStrategy, NevergradStrategy, resolve_optimizer_name
 from evolve.strategies.random_search import RandomSearch
 from search_spaces.errors import UserError
+
+if TYPE_CHECKING:
+    from search_spaces.parameter_space import ParameterSpace
+
+INJECTED = ("optimizer", "seeds", "task_weights", "layout")
+"""Keywords the driver supplies through `make_strategy`'s own arguments, never as settings."""
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "cma": CMAStrategy,
@@ -35,15 +42,28 @@ def settings_of(name: str) -> list[str]:
 
 
 def make_strategy(
-    name: str, space_dimension: int, seed: int = 0, *, num_workers: int | None = None, **settings: Any
+    name: str,
+    space_dimension: int,
+    seed: int = 0,
+    *,
+    num_workers: int | None = None,
+    seeds: Sequence[Sequence[float]] = (),
+    task_weights: Mapping[str, float] | None = None,
+    space: ParameterSpace | None = None,
+    **settings: Any,
 ) -> Strategy:
     """A fresh strategy; unknown names or settings raise `UserError` naming the known ones.
 
-    ``num_workers`` (the driver's parallelism) goes to the strategies that take it (nevergrad's
-    cap candidates in flight at it) and is ignored by the others (random, m2n2).
+    What the driver knows goes in its own arguments, to the strategies that take it:
+    ``num_workers`` (nevergrad's cap candidates in flight at it; random and m2n2 ignore it),
+    ``seeds`` (initial genomes, asked first: every strategy takes them; `evolve.seeds` builds
+    them from ``strategy.seeds``), ``task_weights`` (task name -> the run config's weight:
+    m2n2 weighs its per-sample scores by them) and ``space`` (m2n2 reads its layer groups,
+    weight coordinates and bounds through `GenomeLayout.from_space`).
     """
     cls, optimizer = _resolve(name)
     known = _keywords(cls)
+    accepted = set(inspect.signature(cls.__init__).parameters)
     if num_workers is not None and "num_workers" in known:
         settings = {"num_workers": num_workers, **settings}
     unknown = sorted(set(settings) - set(known))
@@ -51,6 +71,14 @@ def make_strategy(
         raise UserError(f"strategy '{name}': unknown setting '{unknown[0]}' (known: {', '.join(known)})")
     if optimizer is not None:
         settings = {**settings, "optimizer": optimizer}
+    if seeds:
+        settings["seeds"] = seeds
+    if task_weights is not None and "task_weights" in accepted:
+        settings["task_weights"] = task_weights
+    if space is not None and "layout" in accepted:
+        if space.dimension != space_dimension:
+            raise UserError(f"strategy '{name}': space has {space.dimension} coordinates, not {space_dimension}")
+        settings["layout"] = GenomeLayout.from_space(space)
     return cls(space_dimension, seed, **settings)
 
 
@@ -64,4 +92,4 @@ def _resolve(name: str) -> tuple[type[Strategy], str | None]:
 
 def _keywords(cls: type[Strategy]) -> list[str]:
     params = inspect.signature(cls.__init__).parameters.values()
-    return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "optimizer"]
+    return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in INJECTED]

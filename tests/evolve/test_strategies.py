@@ -213,6 +213,11 @@ def test_registry_names_and_settings():
         make_strategy("NelderMead", DIM, num_workers=2)
     with pytest.raises(UserError, match=r"m2n2.archive_size"):
         make_strategy("m2n2", DIM, archive_size=1)
+    for injected in ("seeds", "task_weights", "layout"):  # the driver's, through make_strategy's arguments
+        assert injected not in settings_of("m2n2")
+    with pytest.raises(UserError, match="unknown setting 'layout'"):
+        make_strategy("m2n2", DIM, layout=None)
+    assert make_strategy("random", DIM, task_weights={"t": 2.0}).name == "random"  # ignored where unused
 
 
 # -- nevergrad specifics ---------------------------------------------------------------------------
@@ -331,19 +336,20 @@ def test_parent_sampling_frequencies():
     np.testing.assert_allclose(draws, [1 / 3] * 3, atol=0.02)
 
 
-def test_least_fit_drops_the_newest_on_ties():
+def test_least_fit_drops_the_oldest_on_ties():
     assert least_fit(S) == 2
-    assert least_fit(np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])) == 3
+    # rows 2 and 3 tie at 0: the oldest (row 2) goes, so a child (last row) wins ties
+    assert least_fit(np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])) == 2
 
 
-# -- M2N2: the strategy --------------------------------------------------------------------------
+# -- M2N2: the strategy (the paper's update rule step by step: tests/evolve/test_m2n2.py) --------
 def told(s, candidate, hits):
     s.tell(candidate.id, Result.success(float(np.mean(hits)), samples={"t": list(map(float, hits))}))
 
 
 def test_m2n2_fills_the_archive_then_waits_then_breeds():
     seed_genome = [0.1, 0.2, 0.3]
-    s = M2N2Strategy(3, seed=0, archive_size=3, initial_genomes=[seed_genome])
+    s = M2N2Strategy(3, seed=0, archive_size=3, seeds=[seed_genome], random_fill=True)
     a, b, c = s.ask(5)  # the archive size, no more
     assert a.genome == tuple(seed_genome) and a.info == {"origin": "seed", "seed_index": 0, "generation": 0}
     assert b.info["origin"] == c.info["origin"] == "random" and s.ask(1) == []
@@ -359,8 +365,24 @@ def test_m2n2_fills_the_archive_then_waits_then_breeds():
     assert s.archive == (a.id, c.id)
 
 
+def test_m2n2_breeds_as_soon_as_two_seeds_are_in_without_random_fill():
+    s = M2N2Strategy(2, seed=0, archive_size=20, seeds=[[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    a, b, c = s.ask(5)                             # the seeds, then nothing: no random fill
+    assert [x.info["origin"] for x in (a, b, c)] == ["seed"] * 3 and s.ask(1) == []
+    told(s, a, [1, 0])
+    assert s.ask(1) == []                          # one member, two more seeds in flight
+    told(s, b, [0, 1])
+    (child,) = s.ask(1)
+    assert child.info["origin"] == "child" and set(child.parents) == {a.id, b.id}
+    lone = M2N2Strategy(2, seed=0, seeds=[[1.0, 0.0]])
+    x, y = lone.ask(3)                             # one seed: one random starter, so two can breed
+    assert (x.info["origin"], y.info["origin"]) == ("seed", "random")
+    lone.tell(y.id, Result.failure("crash"))
+    assert lone.ask(1)[0].info["origin"] == "random"  # replaced until two members can exist
+
+
 def test_m2n2_replacement_drops_the_least_fit_possibly_the_child():
-    s = M2N2Strategy(3, seed=0, archive_size=3)
+    s = M2N2Strategy(3, seed=0, archive_size=3, random_fill=True)
     a, b, c = s.ask(3)
     told(s, a, [1, 1, 0, 0])
     told(s, b, [0, 1, 1, 0])
@@ -378,12 +400,13 @@ def test_m2n2_replacement_drops_the_least_fit_possibly_the_child():
     state = s.state()
     assert [m["id"] for m in state["archive"]] == [a.id, b.id, child3.id]
     assert state["archive"][2]["parents"] == list(child3.parents)
-    np.testing.assert_allclose([m["competition_fitness"] for m in state["archive"]], [1.0, 1.5, 1.5], rtol=1e-6)
+    # each of the 4 samples weighs 1/4 (task weight 1 over 4 items)
+    np.testing.assert_allclose([m["competition_fitness"] for m in state["archive"]], [0.25, 0.375, 0.375], rtol=1e-6)
     json.dumps(state)
 
 
 def test_m2n2_parent_frequencies_follow_fitness_and_attraction():
-    s = M2N2Strategy(4, seed=0, archive_size=3)
+    s = M2N2Strategy(4, seed=0, archive_size=3, random_fill=True)
     members = s.ask(3)
     for m, hits in zip(members, S):
         told(s, m, hits)
@@ -397,16 +420,18 @@ def test_m2n2_parent_frequencies_follow_fitness_and_attraction():
     assert {c.parents[1] for c in children if c.parents[0] == "0"} == {"1"}
 
 
-def test_m2n2_alpha_zero_is_the_plain_ga_and_attraction_can_be_turned_off():
-    s = M2N2Strategy(4, seed=0, archive_size=3, alpha=0.0, attraction=False)
-    members = s.ask(3)
-    for m, hits in zip(members, S):
-        told(s, m, hits)
-    children = s.ask(3000)
-    first = np.bincount([int(c.parents[0]) for c in children], minlength=3) / 3000
-    np.testing.assert_allclose(first, [0.4, 0.4, 0.2], atol=0.03)
-    second = [c.parents[1] for c in children if c.parents[0] == "0"]
-    assert abs(second.count("2") / len(second) - 0.5) < 0.06  # uniform among the others
+def test_m2n2_without_attraction_draws_parent_two_by_fitness_with_replacement():
+    for s in (M2N2Strategy(4, seed=0, archive_size=3, alpha=0.0, attraction=False, random_fill=True),
+              M2N2Strategy(4, seed=0, archive_size=3, preset="ga", random_fill=True)):
+        members = s.ask(3)
+        for m, hits in zip(members, S):
+            told(s, m, hits)
+        children = s.ask(3000)
+        first = np.bincount([int(c.parents[0]) for c in children], minlength=3) / 3000
+        np.testing.assert_allclose(first, [0.4, 0.4, 0.2], atol=0.03)  # alpha 0: f = plain hit counts 2, 2, 1
+        second = np.array([int(c.parents[1]) for c in children if c.parents[0] == "0"])
+        # not uniform among the others (1/2 each) but by fitness, parent 1 included: 0.4, 0.4, 0.2
+        np.testing.assert_allclose(np.bincount(second, minlength=3) / len(second), [0.4, 0.4, 0.2], atol=0.04)
 
 
 def test_m2n2_validates_sample_layout_before_bookkeeping():
@@ -415,9 +440,7 @@ def test_m2n2_validates_sample_layout_before_bookkeeping():
     told(s, a, [1, 0])
     with pytest.raises(ValueError, match="one layout"):
         told(s, b, [1, 0, 1])
-    with pytest.raises(ValueError, match="non-negative"):
-        s.tell(b.id, Result.success(0.5, samples={"t": [-1.0, 0.0]}))
-    told(s, b, [0, 1])  # the rejected tells left no trace
+    told(s, b, [0, 1])  # the rejected tell left no trace
     assert s.archive == (a.id, b.id) and s.num_told == 2
     fallback = M2N2Strategy(2, seed=0, archive_size=2)
     c, _ = fallback.ask(2)
@@ -426,12 +449,18 @@ def test_m2n2_validates_sample_layout_before_bookkeeping():
 
 
 def test_m2n2_settings_are_validated():
-    with pytest.raises(UserError, match="initial_genomes\\[0\\]"):
-        M2N2Strategy(2, initial_genomes=[[0.5, 1.5]])
-    with pytest.raises(UserError, match="more than archive_size"):
-        M2N2Strategy(2, archive_size=2, initial_genomes=[[0.1, 0.1]] * 3)
+    with pytest.raises(UserError, match=r"m2n2.seeds\[0\]"):
+        M2N2Strategy(2, seeds=[[0.5, 1.5]])
     with pytest.raises(UserError, match="m2n2.alpha"):
         M2N2Strategy(2, alpha=-1)
+    with pytest.raises(UserError, match="m2n2.preset: unknown preset 'gaa'"):
+        M2N2Strategy(2, preset="gaa")
+    with pytest.raises(UserError, match="m2n2.attraction: True contradicts preset 'ga'"):
+        M2N2Strategy(2, preset="ga", attraction=True)
+    with pytest.raises(UserError, match="m2n2.score_transform"):
+        M2N2Strategy(2, score_transform="zscore")
+    with pytest.raises(UserError, match="task 'x' has weight -1"):
+        M2N2Strategy(2, task_weights={"x": -1})
 
 
 # -- torch-free ------------------------------------------------------------------------------------

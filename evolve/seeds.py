@@ -1,0 +1,109 @@
+"""Initial genomes for a search: the config's ``strategy.seeds`` resolved against the space.
+
+``auto`` (the default) gives, in this order, whichever of these the space can encode, each
+clipped into the searched bounds and deduplicated (the first of equal genomes is kept):
+
+1. each source model as it is (``parent:NAME``): weight 1 on that model and 0 on the others,
+   density 1, lambda 1 (and neutral values for other parameters, `NEUTRAL`); for task
+   arithmetic that reproduces base + its task vector exactly;
+2. ``uniform:1/N``: every weight 1/N, density 1. This is also TIES at density 1 normalised and
+   mergekit-evolve's x0 (equal weights 1/N, density 1, normalised): ``normalize`` is a fixed
+   parameter, not a genome coordinate, so they are one genome;
+3. ``uniform:1``: every weight 1, density 1 (task arithmetic at full strength).
+
+``none`` gives no seeds; a list of recipes (mappings, as in a recipe file) gives those, each
+encoded by the space (a recipe the space cannot represent is refused, naming its index).
+
+Seeds are plain data computed from the config alone, so a resumed run gets the same seeds
+and replay reproduces the same asks. Torch-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+import numpy as np
+
+from search_spaces.errors import RecipeError, UserError
+from search_spaces.parameter_space import ParameterSpace
+from search_spaces.recipe import Recipe
+
+NEUTRAL: dict[str, float] = {
+    "density": 1.0,       # keep every delta entry
+    "lambda": 1.0,        # task vectors at full scale
+    "scale": 1.0,         # passthrough
+    "t": 1.0,             # slerp/nearswap: the merged model's end
+    "select_topk": 1.0,   # sce: keep everything
+    "gamma": 0.0,         # breadcrumbs: remove no outliers
+    "epsilon": 0.0,       # della: no spread of keep probabilities
+    "drop_ratio": 0.0,    # pcb: drop nothing
+}
+"""Values of non-weight parameters under which a one-model merge stays that model (where it can)."""
+
+
+@dataclass(frozen=True)
+class Seed:
+    """One initial genome and where it came from (``parent:NAME``, ``uniform:1/N``, ``recipe[i]``)."""
+
+    label: str
+    genome: tuple[float, ...]
+
+
+def resolve_seeds(space: ParameterSpace, spec: str | Sequence[Mapping[str, Any]] | None) -> tuple[Seed, ...]:
+    """The seeds ``strategy.seeds`` asks for: ``"auto"``, ``"none"``/None or a list of recipes."""
+    if spec is None or spec == "none":
+        return ()
+    if spec == "auto":
+        return auto_seeds(space)
+    if isinstance(spec, str) or not isinstance(spec, Sequence):
+        raise UserError(f"strategy.seeds: must be auto, none or a list of recipes, got {spec!r}")
+    out = []
+    for i, data in enumerate(spec):
+        where = f"strategy.seeds[{i}]"
+        try:
+            genome = space.encode(Recipe.from_dict(data, source=where))
+        except RecipeError as exc:
+            raise UserError(f"{where}: the space cannot encode this recipe: {exc}") from None
+        out.append(Seed(f"recipe[{i}]", tuple(float(v) for v in genome)))
+    return tuple(out)
+
+
+def seed_genomes(space: ParameterSpace, spec: str | Sequence[Mapping[str, Any]] | None) -> tuple[tuple[float, ...], ...]:
+    """Just the genomes of `resolve_seeds`, in order: what `make_strategy(seeds=...)` takes."""
+    return tuple(s.genome for s in resolve_seeds(space, spec))
+
+
+def auto_seeds(space: ParameterSpace) -> tuple[Seed, ...]:
+    """The source models, then uniform merges at 1/N and 1 (see the module docstring)."""
+    n = len(space.models)
+    wanted: list[tuple[str, dict[str, float]]] = [
+        (f"parent:{PurePath(m).name or m}", {model: float(model == m) for model in space.models}) for m in space.models
+    ]
+    wanted.append((f"uniform:1/{n}", {model: 1.0 / n for model in space.models}))
+    wanted.append(("uniform:1", {model: 1.0 for model in space.models}))
+    out: list[Seed] = []
+    seen: set[tuple[float, ...]] = set()
+    for label, weights in wanted:
+        genome = _genome(space, weights)
+        if genome not in seen:
+            seen.add(genome)
+            out.append(Seed(label, genome))
+    return tuple(out)
+
+
+def _genome(space: ParameterSpace, weights: Mapping[str, float]) -> tuple[float, ...]:
+    """Per coordinate: the model's weight, or a neutral value, clipped into bounds, then encoded."""
+    values = []
+    for c in space.coordinates:
+        if c.parameter == "weight" and c.model:
+            v = weights[c.model]
+        else:
+            v = NEUTRAL.get(c.parameter, (c.lower + c.upper) / 2.0)
+        values.append(min(max(v, c.lower), c.upper))
+    lower = np.array([c.lower for c in space.coordinates])
+    upper = np.array([c.upper for c in space.coordinates])
+    x = np.clip((np.array(values) - lower) / (upper - lower), 0.0, 1.0)
+    return tuple(float(v) for v in space.encode(space.decode(x)))  # the space's exact genome for that recipe
