@@ -1,0 +1,340 @@
+"""M2N2 as the paper and its reference code define it (issue 13), and the seeds every strategy
+takes: hand-computed cases for each rule, and a step-by-step check of the archive's evolution
+against an independent re-implementation of the update rule."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from evolve.seeds import auto_seeds, resolve_seeds, seed_genomes
+from evolve.strategies import STRATEGIES, Result, make_strategy
+from evolve.strategies.m2n2 import (
+    EPSILON,
+    GenomeLayout,
+    M2N2Strategy,
+    check_samples_nonnegative,
+    competition_fitness,
+    crossover,
+    slerp_values,
+)
+from evolve.strategies.nevergrad_strategy import CMAStrategy
+from search_spaces.errors import UserError
+from search_spaces.parameter_space import ParameterSpace
+
+
+@pytest.fixture(autouse=True)
+def _quiet_nevergrad():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def space(**overrides) -> ParameterSpace:
+    data = {"merge_method": "task_arithmetic", "base_model": "zoo/base", "models": ["zoo/a", "zoo/b", "zoo/c"],
+            "search": {"weight": [0.0, 1.0]}}
+    return ParameterSpace.from_dict({**data, **overrides})
+
+
+def ok(fitness, **samples) -> Result:
+    return Result.success(fitness, samples={k: [float(x) for x in v] for k, v in samples.items()})
+
+
+# -- 1. seeds ------------------------------------------------------------------------------------
+def test_auto_seeds_are_the_source_models_then_uniform_merges():
+    sp = space()
+    seeds = auto_seeds(sp)
+    assert [s.label for s in seeds] == ["parent:a", "parent:b", "parent:c", "uniform:1/3", "uniform:1"]
+    np.testing.assert_array_equal([s.genome for s in seeds[:3]], np.eye(3))  # one-hot weights
+    np.testing.assert_allclose(seeds[3].genome, [1 / 3] * 3)
+    assert seeds[4].genome == (1.0, 1.0, 1.0)
+    first = sp.decode(seeds[0].genome)  # the recipe reproduces base + task vector of a
+    assert [e.parameters["weight"] for e in first.models] == [1.0, 0.0, 0.0]
+    assert seed_genomes(sp, "none") == () and seed_genomes(sp, None) == ()
+
+
+def test_auto_seeds_clip_into_bounds_encode_density_one_and_drop_duplicates():
+    sp = space(merge_method="dare_ties", layer_groups=2, search={"weight": [0.2, 0.8], "density": [0.1, 1.0]})
+    seeds = auto_seeds(sp)
+    values = [sp.values(s.genome) for s in seeds]
+    # layout per group: a.density a.weight b.density b.weight c.density c.weight
+    np.testing.assert_allclose(values[0], [1.0, 0.8, 1.0, 0.2, 1.0, 0.2] * 2)  # 1 -> 0.8, 0 -> 0.2 (bounds)
+    np.testing.assert_allclose(values[3], [1.0, 1 / 3, 1.0, 1 / 3, 1.0, 1 / 3] * 2)
+    np.testing.assert_allclose(values[4], [1.0, 0.8] * 6)  # weight 1, clipped to 0.8
+    one = auto_seeds(space(models=["zoo/a"]))  # one model: parent, 1/1 and 1 are one genome
+    assert [s.label for s in one] == ["parent:a"]
+
+
+def test_recipe_seeds_are_encoded_by_the_space_and_refused_by_index():
+    sp = space()
+    recipe = sp.decode(np.array([0.5, 0.25, 0.0])).to_dict()
+    ((label, genome),) = [(s.label, s.genome) for s in resolve_seeds(sp, [recipe])]
+    assert label == "recipe[0]" and genome == (0.5, 0.25, 0.0)
+    bad = {**recipe, "merge_method": "ties"}
+    with pytest.raises(UserError, match=r"strategy.seeds\[1\]: the space cannot encode.*merge_method"):
+        resolve_seeds(sp, [recipe, bad])
+
+
+@pytest.mark.parametrize("name", [*STRATEGIES, "TwoPointsDE", "PSO"])
+def test_every_strategy_asks_its_seeds_first_in_order_and_replays_them(name):
+    seeds = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.2, 0.2, 0.2]]
+
+    def run() -> list[tuple[float, ...]]:
+        s = make_strategy(name, 3, 5, num_workers=4, seeds=seeds)
+        asked = s.ask(3)
+        assert [c.info["origin"] for c in asked] == ["seed"] * 3
+        assert [c.info["seed_index"] for c in asked] == [0, 1, 2]
+        for c, f in zip(asked, (0.1, 0.7, 0.3)):
+            s.tell(c.id, ok(f, t=[f > 0.2, f > 0.5]))
+        after = [c for _ in range(6) for c in s.ask(1)]
+        for c in after:
+            s.tell(c.id, ok(0.2, t=[1, 0]))
+        assert all(c.info.get("origin") != "seed" for c in after) and after  # each seed once
+        return [c.genome for c in asked + after]
+
+    genomes = run()
+    assert genomes[:3] == [tuple(g) for g in seeds]
+    assert run() == genomes  # same asks in the same order
+
+
+def test_cma_waits_for_its_seeds_then_centres_on_the_best():
+    s = CMAStrategy(3, seed=0, popsize=200, num_workers=None, sigma0=0.05,
+                    seeds=[[0.1, 0.1, 0.1], [0.8, 0.2, 0.6], [0.5, 0.5, 0.5]])
+    a, b, c = s.ask(5)
+    assert s.ask(1) == []                         # the seeds are out: CMA waits for them
+    s.tell(a.id, ok(0.3))
+    s.tell(b.id, ok(0.9))
+    assert s.ask(1) == [] and s.centre is None
+    s.tell(c.id, Result.failure("oom"))
+    np.testing.assert_array_equal(s.centre, [0.8, 0.2, 0.6])
+    genomes = np.array([x.genome for x in s.ask(200)])
+    np.testing.assert_allclose(genomes.mean(axis=0), [0.8, 0.2, 0.6], atol=0.015)
+    assert s.state()["centre"] == [0.8, 0.2, 0.6] and s.state()["sigma"] == pytest.approx(0.05)
+    failed = CMAStrategy(3, seed=0, seeds=[[0.1, 0.1, 0.1]])
+    failed.tell(failed.ask(1)[0].id, Result.failure("oom"))
+    assert failed.centre is None and len(failed.ask(1)) == 1  # every seed failed: start at `start`
+
+
+def test_m2n2_archive_starts_from_the_seeds():
+    seeds = np.eye(3)
+    s = M2N2Strategy(3, seed=0, seeds=seeds)
+    a, b, c = s.ask(3)
+    s.tell(a.id, ok(0.5, t=[1, 0, 0]))
+    s.tell(b.id, ok(0.5, t=[0, 1, 0]))
+    assert s.archive == (a.id, b.id)
+    (child,) = s.ask(1)                          # breeds at two members, the third seed in flight
+    assert set(child.parents) == {a.id, b.id}
+    s.tell(c.id, ok(0.5, t=[0, 0, 1]))
+    assert s.archive == (a.id, b.id, c.id)
+
+
+# -- 2. replacement: the child wins ties -----------------------------------------------------------
+def test_replacement_drops_the_oldest_tied_least_fit_member():
+    s = M2N2Strategy(2, seed=0, archive_size=3, seeds=[[0.1, 0.1], [0.2, 0.2], [0.3, 0.3]])
+    a, b, c = s.ask(3)
+    s.tell(a.id, ok(0.5, t=[1, 0]))
+    s.tell(b.id, ok(0.5, t=[1, 0]))
+    s.tell(c.id, ok(0.5, t=[0, 1]))
+    (child,) = s.ask(1)
+    s.tell(child.id, ok(0.5, t=[1, 0]))          # z = [3, 1]: a, b, child all 1/3 / 2 samples; c 1/2
+    assert s.archive == (b.id, c.id, child.id)   # the oldest of the tied (a) goes, the child stays
+
+
+# -- 3. splits on layer-group boundaries -----------------------------------------------------------
+def test_layout_from_a_space_splits_only_between_layer_groups():
+    sp = space(merge_method="dare_ties", models=["zoo/a", "zoo/b"], layer_groups=3, kinds=["mlp"],
+               search={"weight": [0.0, 1.0], "density": [0.1, 1.0]})
+    layout = GenomeLayout.from_space(sp)
+    assert sp.dimension == 24 and layout.split_points == (0, 8, 16)  # group = 2 kinds x 2 models x 2 params
+    assert layout.weight_mask[:4] == (False, True, False, True)      # density, weight per model
+    s = make_strategy("m2n2", sp.dimension, 0, space=sp, seeds=[s.genome for s in auto_seeds(sp)])
+    for c in s.ask(4):
+        s.tell(c.id, ok(0.5, t=np.random.default_rng(int(c.id)).integers(0, 2, 5)))
+    splits = {c.info["split"] for c in s.ask(300)}
+    assert splits == {0, 8, 16}
+
+
+def test_crossover_at_a_group_boundary():
+    layout = GenomeLayout(split_points=(0, 2), weight_mask=(True,) * 4, lower=(0.0,) * 4, upper=(1.0,) * 4)
+    p1, p2 = np.array([1.0, 0.0, 1.0, 0.0]), np.array([0.0, 1.0, 0.0, 1.0])  # orthogonal: angle pi/2
+    child = crossover(p1, p2, split=2, w=0.25, layout=layout)
+    lo, hi = math.sin(math.pi / 8), math.sin(3 * math.pi / 8)  # sin((1-t) pi/2), sin(t pi/2) for t = 1/4
+    np.testing.assert_allclose(child, [hi, lo, lo, hi])          # group 0: SLERP_0.25, group 1: SLERP_0.75
+
+
+# -- 4. the SLERP angle: value space, weights only --------------------------------------------------
+def test_slerp_angle_is_taken_over_weight_values_and_densities_mix_linearly():
+    # coordinates: a.weight in [0, 2], a.density in [0.1, 1], b.weight in [0, 2], b.density in [0.1, 1]
+    layout = GenomeLayout((0,), (True, False, True, False), (0.0, 0.1, 0.0, 0.1), (2.0, 1.0, 2.0, 1.0))
+    p1 = np.array([1.0, 0.0, 0.0, 1.0])  # values: weights (2, 0), densities 0.1, 1.0
+    p2 = np.array([0.0, 1.0, 0.5, 0.0])  # values: weights (0, 1), densities 1.0, 0.1
+    child = crossover(p1, p2, split=0, w=0.5, layout=layout)  # split 0: ratio 1 - w = 0.5 everywhere
+    c = math.sin(math.pi / 4) / math.sin(math.pi / 2)          # angle between (2, 0) and (0, 1): pi/2
+    np.testing.assert_allclose(child[[0, 2]], [c * 2 / 2, c * 1 / 2])  # weights c*(2, 0) + c*(0, 1), over width 2
+    np.testing.assert_allclose(child[[1, 3]], [0.5, 0.5])      # densities: linear midpoint, back in genome units
+    # densities do not move the angle: the weights come out the same whatever the densities
+    other = crossover(np.array([1.0, 0.9, 0.0, 0.3]), np.array([0.0, 0.2, 0.5, 0.7]), 0, 0.5, layout)
+    np.testing.assert_allclose(other[[0, 2]], child[[0, 2]])
+    # a genome-space angle would differ: (1, 0, 0, 1) vs (0, 1, 0.5, 0) are not orthogonal in the weights' sense
+    np.testing.assert_allclose(slerp_values(0.5, np.ones(2), np.ones(2), np.zeros(2, bool)), [1.0, 1.0])
+
+
+# -- 5. presets ------------------------------------------------------------------------------------
+def test_presets_set_the_ablations():
+    for preset, alpha, attract, split in [("m2n2", 1.0, True, True), ("ga", 0.0, False, True),
+                                          ("no_split", 1.0, True, False), ("no_attraction", 1.0, False, True)]:
+        s = M2N2Strategy(3, preset=preset)
+        assert (s.alpha, s.use_attraction, s.use_split) == (alpha, attract, split)
+        assert s.state()["preset"] == preset
+    s = M2N2Strategy(4, seed=1, preset="no_split", seeds=[[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]])
+    a, b = s.ask(2)
+    s.tell(a.id, ok(0.5, t=[1, 0]))
+    s.tell(b.id, ok(0.5, t=[0, 1]))
+    (child,) = s.ask(1)
+    assert child.info["split"] == 4                            # every coordinate takes SLERP_w
+    w = child.info["w"]
+    p1, p2 = (a, b) if child.parents[0] == a.id else (b, a)
+    expected = np.sin((1 - w) * math.pi / 2) * p1.array + np.sin(w * math.pi / 2) * p2.array
+    np.testing.assert_allclose(child.array, np.clip(expected, 0, 1))
+
+
+# -- 6. negative per-sample scores -----------------------------------------------------------------
+def test_negative_scores_are_refused_up_front_and_kept_out_mid_run():
+    check_samples_nonnegative({"gsm8k": [1, 0], "mmlu": [0.5]})
+    with pytest.raises(UserError, match=r"^m2n2: task 'logprob' gives negative per-sample scores \(min -2\)"):
+        check_samples_nonnegative({"gsm8k": [1, 0], "logprob": [-2.0, 0.1]})
+    assert M2N2Strategy.needs_nonnegative_samples
+    s = M2N2Strategy(2, seed=0, seeds=[[0.1, 0.1], [0.2, 0.2], [0.3, 0.3]])
+    a, b, c = s.ask(3)
+    s.tell(a.id, ok(0.5, t=[1, 0]))
+    with pytest.warns(UserWarning, match="task 't' gave a negative"):
+        s.tell(b.id, ok(0.5, t=[-1, 0]))          # no crash: told, not archived
+    s.tell(c.id, ok(0.5, t=[0, 1]))
+    assert s.archive == (a.id, c.id) and s.num_told == 3
+    assert [r["id"] for r in s.state()["rejected"]] == [b.id]
+
+
+def test_minmax_rescales_each_task_by_the_scores_seen():
+    s = M2N2Strategy(2, seed=0, alpha=0.0, score_transform="minmax", seeds=[[0.1, 0.1], [0.2, 0.2]])
+    a, b = s.ask(2)
+    s.tell(a.id, ok(0.0, t=[-2, 0], u=[5]))
+    s.tell(b.id, ok(0.0, t=[2, 1], u=[5]))
+    # t: min -2, max 2 -> a (0, 0.5), b (1, 0.75); u: constant -> 0. alpha 0, weights 1/2 for t, 1 for u
+    got = [m["competition_fitness"] for m in s.state()["archive"]]
+    np.testing.assert_allclose(got, [0.5 * 0.5 / (1 + EPSILON), 0.5 * 1.75 / (1 + EPSILON)])
+
+
+# -- 7. task weights ---------------------------------------------------------------------------------
+def test_sample_weights_are_task_weight_over_item_count():
+    s = M2N2Strategy(2, seed=0, alpha=0.0, task_weights={"a": 2.0, "b": 1.0}, seeds=[[0.1, 0.1], [0.2, 0.2]])
+    x, y = s.ask(2)
+    # fitness as the scorer computes it: 2 * mean(a) + 1 * mean(b)
+    s.tell(x.id, ok(2 * 0.5 + 1 * 1.0, a=[1, 0], b=[1]))
+    s.tell(y.id, ok(2 * 1.0 + 1 * 0.0, a=[1, 1], b=[0]))
+    state = s.state()
+    for m in state["archive"]:  # alpha 0: competition sees exactly what fitness sees
+        assert m["competition_fitness"] == pytest.approx(m["fitness"] / (1 + EPSILON))
+    # alpha 1: z = [2, 1, 1]; x: 1*1/2 + 1*1/1 = 1.5, y: 1/2 + 1 = 1.5; the weights stay outside the share
+    np.testing.assert_allclose(competition_fitness(np.array([[1, 0, 1], [1, 1, 0]]), 1.0, 0.0, np.array([1, 1, 1])),
+                               [1.5, 1.5])
+
+
+# -- 8. reporting -------------------------------------------------------------------------------------
+def test_state_reports_the_best_archive_member_and_the_best_ever():
+    s = M2N2Strategy(2, seed=0, archive_size=2, seeds=[[0.1, 0.1], [0.2, 0.2], [0.3, 0.3]])
+    a, b, c = s.ask(3)
+    s.tell(a.id, ok(0.9, t=[1, 0, 0]))   # the best fitness, but its only sample is shared by b and c
+    s.tell(b.id, ok(0.4, t=[1, 1, 0]))
+    s.tell(c.id, ok(0.3, t=[1, 0, 1]))   # f: a 1/3, b 1/3 + 1, c 1/3 + 1 -> a is dropped
+    state = s.state()
+    assert s.archive == (b.id, c.id)
+    assert state["best"]["id"] == a.id and state["best"]["fitness"] == 0.9
+    assert state["best_member"]["id"] == b.id and state["best_member"]["fitness"] == 0.4
+    assert s.best_member[0].id == b.id
+
+
+# -- the update rule, step by step --------------------------------------------------------------------
+TABLE = np.array([  # per-sample scores by ask order (cycled): 2 tasks, 3 + 2 samples
+    [1, 0, 0, 1, 0], [0, 1, 0, 0, 1], [0, 0, 1, 1, 1], [1, 1, 0, 0, 0],
+    [0, 1, 1, 0, 0], [1, 0, 1, 0, 1], [0, 0, 0, 1, 0], [1, 1, 1, 0, 0],
+], dtype=float)
+WEIGHTS = {"x": 1.0, "y": 3.0}
+
+
+def scored(k: int) -> Result:
+    row = TABLE[k % len(TABLE)]
+    fitness = WEIGHTS["x"] * row[:3].mean() + WEIGHTS["y"] * row[3:].mean()
+    return Result.success(fitness, samples={"y": row[3:].tolist(), "x": row[:3].tolist()})
+
+
+class Reference:
+    """The paper's rule written out plainly, for a (2 groups x 2 params) genome, weights at 0 and 2."""
+
+    def __init__(self, seed, archive_size, seeds):
+        self.rng = np.random.default_rng(seed)
+        self.size = archive_size
+        self.genomes = {}
+        self.archive = []  # (id, scores)
+        self.c = np.array([1 / 3] * 3 + [3 / 2] * 2)  # x: 1/3 per sample; y: 3/2 (sorted: x then y)
+        self.seeds = [np.asarray(g, float) for g in seeds]
+
+    def fitness(self, scores):
+        z = scores.sum(axis=0)
+        return np.array([sum(self.c[j] * s[j] / (z[j] + EPSILON) for j in range(len(z))) for s in scores])
+
+    def draw(self, p):
+        q = p / p.sum() if p.sum() > 0 else np.full(len(p), 1.0 / len(p))
+        return int(self.rng.choice(len(p), p=q))
+
+    def child(self):
+        scores = np.array([s for _, s in self.archive])
+        f = self.fitness(scores)
+        i = self.draw(f)
+        z = scores.sum(axis=0)
+        g = np.array([sum(self.c[j] * max(b[j] - scores[i][j], 0) / (z[j] + EPSILON) for j in range(len(z)))
+                      for b in scores])
+        others = [k for k in range(len(scores)) if k != i]
+        j = others[self.draw(g[others])]
+        split = [0, 2][int(self.rng.integers(0, 2))]
+        w = float(self.rng.random())
+        a, b = self.genomes[self.archive[i][0]], self.genomes[self.archive[j][0]]
+        va, vb = a * 2.0, b * 2.0  # value space: weights in [0, 2]
+        cos = va @ vb / (np.linalg.norm(va) * np.linalg.norm(vb))
+        omega = math.acos(min(max(cos, -1.0), 1.0))
+        out = []
+        for k in range(4):
+            t = w if k < split else 1 - w
+            out.append((math.sin((1 - t) * omega) * va[k] + math.sin(t * omega) * vb[k]) / math.sin(omega) / 2.0)
+        return (self.archive[i][0], self.archive[j][0]), np.clip(out, 0, 1)
+
+    def tell(self, cid, scores):
+        self.archive.append((cid, scores))
+        if len(self.archive) > self.size:
+            f = self.fitness(np.array([s for _, s in self.archive]))
+            drop = int(np.flatnonzero(f == f.min())[0])  # the oldest of the least fit
+            self.archive.pop(drop)
+
+
+def test_archive_evolution_follows_the_update_rule_step_by_step():
+    seeds = [[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5], [0.9, 0.1, 0.2, 0.8]]
+    layout = GenomeLayout((0, 2), (True,) * 4, (0.0,) * 4, (2.0,) * 4)
+    s = M2N2Strategy(4, seed=11, archive_size=4, seeds=seeds, task_weights=WEIGHTS, layout=layout)
+    ref = Reference(11, 4, seeds)
+    for c in s.ask(4):  # the seeds, told in order
+        ref.genomes[c.id] = c.array
+        s.tell(c.id, scored(int(c.id)))
+        ref.tell(c.id, TABLE[int(c.id) % len(TABLE)])
+    dropped = 0
+    for _ in range(30):
+        (c,) = s.ask(1)
+        parents, genome = ref.child()
+        assert c.parents == parents
+        np.testing.assert_allclose(c.array, genome, atol=1e-12)
+        ref.genomes[c.id] = c.array
+        s.tell(c.id, scored(int(c.id)))
+        ref.tell(c.id, TABLE[int(c.id) % len(TABLE)])
+        assert s.archive == tuple(cid for cid, _ in ref.archive)
+        dropped += 1
+    assert s.state()["num_dropped"] == dropped  # the archive was full throughout: every child competed
+    assert len(set(s.archive) - {"0", "1", "2", "3"}) > 0  # and some children won places
