@@ -203,3 +203,39 @@ def test_fold_is_fast_enough_to_swap(families):
     start = time.perf_counter()
     sources.apply(path.to_recipe(), live)
     assert time.perf_counter() - start < 5.0
+
+
+@pytest.mark.slow
+def test_scoring_paths_without_restarts(families, tmp_path):
+    """The data-flow worker scores A's own path exactly as the PS worker scores A, then other
+    paths by in-place swap in the same live model; both swap times are printed side by side."""
+    from fixtures.synthetic_tasks import write_synthetic_tasks
+    from search_spaces.recipe import Recipe
+    from workers.candidate_scorer import CandidateScorer
+    from workers.data_flow_scorer import DataFlowCandidateScorer
+    from workers.scoring import EvalSettings, TaskSpec
+
+    a, b = families["llama"]
+    tasks = write_synthetic_tasks(tmp_path / "tasks", a, n_validation=6, n_test=2)
+    specs = [TaskSpec("syn_gen").to_dict(), TaskSpec("syn_mc", metric="acc").to_dict()]
+    settings = EvalSettings(backend="hf", include_path=(str(tasks),), batch_size=8).to_dict()
+    space = DataFlowSpace(a, b, LAYERS, repeats=2, max_path_length=7)
+    dfs = DataFlowCandidateScorer([a, b], space.max_path_length, settings, specs, cache_dir=str(tmp_path / "cache"))
+    ps = CandidateScorer([a, b], settings, specs)
+    live = dfs.scorer.backend.model
+    assert live.config.num_hidden_layers == 7
+
+    start = dfs.evaluate(space.decode(space.start_genome()))
+    plain = ps.evaluate(Recipe.from_dict({"merge_method": "linear", "models": [{"model": a, "parameters": {"weight": 1.0}}]}))
+    assert start.ok and plain.ok
+    assert start.samples == plain.samples and start.fitness == plain.fitness
+
+    rng = np.random.default_rng(1)
+    outcomes = [dfs.evaluate(space.decode(rng.random(space.dimension))) for _ in range(3)]
+    assert all(o.ok for o in outcomes)
+    assert dfs.scorer.backend.model is live  # the same live model throughout
+    assert any(o.samples != start.samples for o in outcomes)
+    ps_swap = ps.evaluate(Recipe.from_dict({"merge_method": "linear", "models": [
+        {"model": a, "parameters": {"weight": 0.5}}, {"model": b, "parameters": {"weight": 0.5}}]}))
+    print(f"swap seconds: data-flow {[round(o.merge_seconds, 4) for o in outcomes]}, "
+          f"parameter-space {ps_swap.merge_seconds:.4f}")
