@@ -30,6 +30,7 @@ from search_spaces.parameter_space import ParameterSpace
 from search_spaces.recipe import Recipe
 from workers.outcome import WORKER_LOST, EvalOutcome, OutcomeStatus
 
+ABANDONED = "abandoned"  # the error kind of evaluations still in flight when a run failed fast
 WAIT_SECONDS = 1.0  # how long the loop blocks on results before checking the budget again
 
 
@@ -199,7 +200,7 @@ class SearchLoop:
                     job = inflight.pop(ref)
                     self.stats.busy_seconds += time.monotonic() - job.started
                     if outcome.status == OutcomeStatus.LOST:
-                        self.store.fail_evaluation(job.evaluation_id, outcome.message)
+                        self.store.fail_evaluation(job.evaluation_id, outcome.message, kind=outcome.error_kind)
                         self.pool.replace(job.worker)
                         retries[job.store_id] = retries.get(job.store_id, 0) + 1
                         if retries[job.store_id] <= self.max_retries:
@@ -231,7 +232,7 @@ class SearchLoop:
     def _abandon(self, inflight: dict[Any, _InFlight]) -> None:
         """Record the evaluations still in flight as failed: the run stops without them."""
         for job in inflight.values():
-            self.store.fail_evaluation(job.evaluation_id, "abandoned: the run failed fast")
+            self.store.fail_evaluation(job.evaluation_id, "the run failed fast", kind=ABANDONED)
         inflight.clear()
         self.running_evaluations = frozenset()
 
@@ -287,7 +288,7 @@ class SearchLoop:
                 timings={"merge_seconds": outcome.merge_seconds, "eval_seconds": outcome.eval_seconds},
                 scores=outcome.scores)
         else:
-            self.store.fail_evaluation(job.evaluation_id, outcome.message)
+            self.store.fail_evaluation(job.evaluation_id, outcome.message, kind=outcome.error_kind)
         if job.candidate is None:  # a reference: stored, never told
             return
         if outcome.ok:
@@ -317,7 +318,7 @@ def _final_results(store: Store, run_id: str) -> dict[str, Result]:
         if ev.status == EvaluationStatus.COMPLETE:
             samples = store.get_samples(ev.id, "validation")
             out[ev.candidate_id] = Result(fitness=ev.fitness, samples=samples or None, failed=False)
-        elif ev.status == EvaluationStatus.FAILED and not (ev.error or "").startswith(f"{WORKER_LOST}:"):
+        elif ev.status == EvaluationStatus.FAILED and ev.error_kind not in (WORKER_LOST, ABANDONED):
             out.setdefault(ev.candidate_id, _FAILED)
     return out
 

@@ -89,6 +89,7 @@ def evaluation_record(row: EvaluationModel) -> EvaluationRecord:
         started_at=row.started_at,
         finished_at=row.finished_at,
         heartbeat_at=row.heartbeat_at,
+        error_kind=row.error_kind,
     )
 
 

@@ -247,6 +247,7 @@ class EvaluationModel(Base):
     worker: Mapped[str | None] = mapped_column(sa.String(256), nullable=True)
     host: Mapped[str | None] = mapped_column(sa.String(256), nullable=True)
     error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    error_kind: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime, default=utcnow())
     started_at: Mapped[datetime | None] = mapped_column(sa.DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime, nullable=True)

@@ -133,6 +133,8 @@ class EvaluationRecord:
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None
+    error_kind: str | None = None
+    """Why it failed, as a kind (`workers.outcome`: ``worker_lost``, ``merge_error``, ...)."""
 
     @property
     def timings(self) -> Timings:

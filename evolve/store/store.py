@@ -499,9 +499,9 @@ class Store:
 
         return self._write(work)
 
-    def fail_evaluation(self, evaluation_id: int, error: str) -> EvaluationRecord:
-        """A RUNNING evaluation becomes FAILED (immutable), keeping `error`
-        (its last 20,000 characters)."""
+    def fail_evaluation(self, evaluation_id: int, error: str, kind: str | None = None) -> EvaluationRecord:
+        """A RUNNING evaluation becomes FAILED (immutable), keeping `error` (its last 20,000
+        characters) and the failure's `kind`, if given."""
         error = str(error)
         if len(error) > _MAX_ERROR_CHARS:
             error = "...\n" + error[-_MAX_ERROR_CHARS:]
@@ -511,6 +511,7 @@ class Store:
             _check_updatable(row)
             row.status = _S.FAILED.value
             row.error = error
+            row.error_kind = kind
             row.finished_at = utcnow()
             session.flush()
             session.refresh(row)

@@ -80,7 +80,7 @@ def test_a_killed_worker_actor_is_replaced_and_its_candidate_retried(local_ray, 
     pool.shutdown()
     evaluations = store.list_evaluations(run.id)
     lost = [e for e in evaluations if e.status == EvaluationStatus.FAILED]
-    assert len(lost) == 1 and lost[0].error.startswith("worker_lost: ")
+    assert len(lost) == 1 and lost[0].error_kind == "worker_lost" and lost[0].error.startswith("worker_lost: ")
     retried = [e for e in evaluations if e.candidate_id == lost[0].candidate_id and e.attempt == 2]
     assert retried and retried[0].status == EvaluationStatus.COMPLETE
     assert stats.retries == 1 and stats.evaluations == 8
@@ -144,6 +144,8 @@ def test_a_run_whose_evaluations_all_fail_stops_failed_after_the_first_five(loca
     assert not any(e.status == EvaluationStatus.COMPLETE for e in evaluations)
     assert 5 <= len(evaluations) <= 5 + 2  # the five, and at most one in flight per worker (abandoned)
     assert all(e.status == EvaluationStatus.FAILED for e in evaluations)
+    assert {e.error_kind for e in evaluations} <= {"merge_error", "abandoned"}
+    assert sum(e.error_kind == "merge_error" for e in evaluations) == 5
 
     assert main(["resume", run.id, "--store", url, "--quiet"]) == 2  # says why it stopped
     err = capsys.readouterr().err.strip().splitlines()

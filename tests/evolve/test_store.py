@@ -308,6 +308,8 @@ def test_candidate_kinds_and_run_errors(store, run):
     failed = store.set_run_status(run.id, RunStatus.FAILED, error="the first 5 evaluations all failed")
     assert failed.error == "the first 5 evaluations all failed"
     assert store.set_run_status(run.id, RunStatus.RUNNING).error is None  # cleared by the next status
+    failed = store.fail_evaluation(store.start_evaluation(searched.id, "w"), "worker_lost: gone", kind="worker_lost")
+    assert (failed.error, failed.error_kind) == ("worker_lost: gone", "worker_lost")
 
 
 # -- leaderboard and snapshots -------------------------------------------------------------

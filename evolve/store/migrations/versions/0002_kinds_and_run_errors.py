@@ -1,4 +1,4 @@
-"""Candidate kinds (search or reference) as a column, and why a run stopped.
+"""Candidate kinds (search or reference) as a column, why a run stopped, a failure's kind.
 
 Revision ID: 0002_kinds_and_run_errors
 Revises: 0001_initial
@@ -6,7 +6,9 @@ Create Date: 2026-12-01
 
 Source models scored beside a search used to be marked by a ``reference`` key inside
 ``strategy_info``; they now have ``kind = 'reference'`` and their name in ``label``. Runs that
-stop on their own (fail-fast) keep the reason in ``runs.error``. Frozen, like 0001.
+stop on their own (fail-fast) keep the reason in ``runs.error``. A failed evaluation keeps its
+kind in ``evaluations.error_kind`` (a lost worker used to be told by an ``error`` prefix).
+Frozen, like 0001.
 """
 
 from collections.abc import Sequence
@@ -26,6 +28,8 @@ def upgrade() -> None:
     with op.batch_alter_table("candidates") as batch:
         batch.add_column(sa.Column("kind", sa.String(16), nullable=False, server_default="search"))
         batch.add_column(sa.Column("label", sa.String(256), nullable=True))
+    with op.batch_alter_table("evaluations") as batch:
+        batch.add_column(sa.Column("error_kind", sa.String(32), nullable=True))
     # Carry over the references recorded the old way.
     candidates = sa.table("candidates", sa.column("id", sa.String), sa.column("strategy_info", sa.JSON),
                           sa.column("kind", sa.String), sa.column("label", sa.String))
@@ -39,6 +43,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("evaluations") as batch:
+        batch.drop_column("error_kind")
     with op.batch_alter_table("candidates") as batch:
         batch.drop_column("label")
         batch.drop_column("kind")
