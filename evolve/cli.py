@@ -107,11 +107,33 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from evolve.export import export_candidate
+    from evolve.export import export_run, verifiable, verify_export
 
-    out = export_candidate(_store(args), args.run, args.out, candidate_id=args.candidate, overwrite=args.force,
-                           progress=not args.quiet)
-    console.print(f"exported to {out}")
+    store = _store(args)
+    if args.verify:
+        verifiable(store, args.run)  # before writing anything
+    result = export_run(store, args.run, args.out, candidate_id=args.candidate, overwrite=args.force,
+                        progress=not args.quiet)
+    console.print(f"exported {result.candidate_id} to {result.path} ({result.bytes / 2**20:.1f} MiB in "
+                  f"{result.seconds:.1f} s)")
+    if not args.verify:
+        return 0
+    from rich.table import Table
+
+    check = verify_export(store, args.run, result.candidate_id, result.path)
+    table = Table(title=f"verify: {result.path} re-scored from disk ({check.seconds:.1f} s)")
+    for col in ("split", "task", "metric", "stored", "re-scored", "tolerance", "ok"):
+        table.add_column(col)
+    for r in check.rows:
+        table.add_row(r["split"], r["task"], r["metric"], f"{r['stored']:.4f}",
+                      "—" if r["rescored"] is None else f"{r['rescored']:.4f}", f"{r['tolerance']:.4f}",
+                      "yes" if r["ok"] else "[red]NO[/]")
+    console.print(table)
+    if not check.ok:
+        print(f"error: {result.path}: re-scored values differ from the stored ones beyond evaluation noise",
+              file=sys.stderr)
+        return 1
+    console.print("verified: the exported model reproduces the stored scores")
     return 0
 
 
@@ -190,7 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run")
     export.add_argument("--out", required=True, type=Path)
     export.add_argument("--candidate", help="candidate id (default: best on validation)")
-    export.add_argument("--force", action="store_true")
+    export.add_argument("--force", action="store_true", help="replace --out if it exists")
+    export.add_argument("--verify", action="store_true",
+                        help="reload the export from disk, re-score it on the run's tasks and compare")
     export.add_argument("--quiet", action="store_true")
     export.add_argument("--store", help=store_help)
     export.set_defaults(func=_cmd_export)

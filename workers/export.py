@@ -96,6 +96,9 @@ def write_model_dir(plan: MergePlan, out: Path, tensors: Iterator[tuple[TensorMe
     out = Path(out).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the model directory should not be
     try:
         layout = [OutputTensor(m.name, m.dtype, tuple(m.shape)) for m in plan.merges]
         total = sum(t.nbytes for t in layout)

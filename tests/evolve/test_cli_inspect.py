@@ -10,14 +10,14 @@ import pytest
 
 from evolve.cli import main
 from evolve.store import CandidateKind, EvaluationStatus, Store
-from tests.evolve.inspect_runs import make_run
+from tests.evolve.inspect_runs import shared_run
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def run(family, tmp_path_factory):
-    return make_run(family, tmp_path_factory.mktemp("inspect") / "runs.db")
+    return shared_run(family, tmp_path_factory)
 
 
 def cli_json(capsys, *argv) -> object:
