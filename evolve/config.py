@@ -58,6 +58,9 @@ class StrategyConfig(_Strict):
     name: str = "cma"
     seed: int = Field(default=0, ge=0)
     settings: dict[str, Any] = Field(default_factory=dict)
+    seeds: Literal["auto", "none"] | list[dict[str, Any]] = Field(
+        default="auto", description="initial genomes, asked first: auto (source models, uniform merges; "
+        "evolve.seeds), none, or a list of recipes")
 
 
 class BudgetConfig(_Strict):

@@ -10,6 +10,7 @@ from evolve.heartbeat import GRACE_SECONDS, DriverHeartbeat
 from evolve.loop import LoopStats, RunFailed, SearchLoop
 from evolve.pool import WorkerPool, WorkerSpec, WorkerStartError, connect
 from evolve.preflight import CheckedRun, check_run
+from evolve.seeds import seed_genomes
 from evolve.store import Store
 from evolve.store.records import RunStatus
 from evolve.strategies.registry import make_strategy
@@ -50,8 +51,12 @@ def worker_spec(checked: CheckedRun) -> WorkerSpec:
 
 def execute(store: Store, run_id: str, checked: CheckedRun, *, resume: bool, progress: bool = True) -> RunOutcome:
     config, space = checked.config, checked.space
+    parameter_space = space if isinstance(space, ParameterSpace) else None  # seeds and layout: parameter spaces
     strategy = make_strategy(config.strategy.name, space.dimension, config.strategy.seed,
-                             num_workers=config.resources.workers, **config.strategy.settings)
+                             num_workers=config.resources.workers,
+                             seeds=seed_genomes(parameter_space, config.strategy.seeds) if parameter_space is not None else (),
+                             task_weights={t.name: t.weight for t in config.tasks}, space=parameter_space,
+                             **config.strategy.settings)
     max_seconds = config.budget.max_minutes * 60 if config.budget.max_minutes else None
     pool = None
     loop: SearchLoop | None = None
