@@ -93,11 +93,14 @@ def _json_dumps(value: Any) -> str:
     return json.dumps(value, allow_nan=False, separators=(",", ":"))
 
 
-def make_engine(url: sa.URL, busy_timeout: float) -> sa.Engine:
+def make_engine(url: sa.URL, busy_timeout: float, read_only: bool = False) -> sa.Engine:
+    """``read_only``: the database refuses writes (SQLite ``mode=ro``, PostgreSQL read-only transactions)."""
     if url.get_backend_name() == "postgresql":
         # A server that does not answer fails the connection in seconds, not minutes.
-        return sa.create_engine(url, pool_pre_ping=True, json_serializer=_json_dumps,
-                                connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS})
+        connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        if read_only:
+            connect_args["options"] = "-c default_transaction_read_only=on"
+        return sa.create_engine(url, pool_pre_ping=True, json_serializer=_json_dumps, connect_args=connect_args)
 
     memory = is_memory_sqlite(url)
     kwargs: dict[str, Any] = {
@@ -107,6 +110,9 @@ def make_engine(url: sa.URL, busy_timeout: float) -> sa.Engine:
     if memory:
         # One shared connection, so every thread sees the same in-memory database.
         kwargs["poolclass"] = StaticPool
+    elif read_only and url.database and not url.database.startswith("file:"):
+        path = Path(url.database).expanduser().absolute()
+        url = url.set(database=f"file:{path}?mode=ro", query={"uri": "true"})
     elif url.database and not url.database.startswith("file:"):
         Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, **kwargs)
@@ -119,7 +125,7 @@ def make_engine(url: sa.URL, busy_timeout: float) -> sa.Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         cursor.execute("PRAGMA foreign_keys = ON")
-        if not memory:
+        if not memory and not read_only:
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
@@ -147,6 +153,21 @@ def is_retryable(exc: BaseException | None) -> bool:
     )
 
 
+def is_disconnect(exc: BaseException | None) -> bool:
+    """The database went away (a restart, a failover, a network cut): retry once it is back.
+
+    SQLAlchemy flags a dropped connection itself (``connection_invalidated``); a server that is
+    restarting refuses new connections (an OperationalError) or says it is shutting down or
+    starting up (SQLSTATE class 57P, 08 for connection exceptions).
+    """
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError):
+        return True
+    state = str(getattr(exc.orig, "sqlstate", "") or "")
+    return state.startswith(("08", "57P"))
+
+
 # -- schema (Alembic) -------------------------------------------------------------------------
 
 
@@ -168,7 +189,7 @@ def _known_revisions() -> set[str]:
     return {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
 
 
-def ensure_schema(engine: sa.Engine, url: str, upgrade: bool) -> None:
+def ensure_schema(engine: sa.Engine, url: str, upgrade: bool, read_only: bool = False) -> None:
     """Create a fresh database at the head revision; pass at the head; upgrade an older
     schema if `upgrade`, else raise `SchemaVersionError` naming the upgrade command; always
     raise for a newer or foreign one. `url` is the display URL for messages. The caller
@@ -182,8 +203,16 @@ def ensure_schema(engine: sa.Engine, url: str, upgrade: bool) -> None:
         raise StoreUnreachableError(f"store {url}: cannot connect ({reason})") from None
     try:
         with raw_connection as raw:
-            connection = raw.execution_options(**{WRITE: True})
+            connection = raw.execution_options(**{WRITE: not read_only})
             with connection.begin():
+                if read_only:
+                    current = MigrationContext.configure(connection).get_current_heads()
+                    if tuple(current) != (head,):
+                        raise SchemaVersionError(
+                            f"{url}: opened read-only, but its schema is at {', '.join(current) or 'nothing'}, "
+                            f"not {head}: open it once read-write (or run {UPGRADE_COMMAND} '{url}')"
+                        )
+                    return
                 if engine.dialect.name != "sqlite":
                     # Two processes opening a fresh database must not both create it.
                     connection.execute(

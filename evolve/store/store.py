@@ -31,6 +31,7 @@ from evolve.store.engine import (
     display,
     ensure_schema,
     is_memory_sqlite,
+    is_disconnect,
     is_retryable,
     make_engine,
     parse_url,
@@ -112,6 +113,8 @@ class Store:
     - The schema is managed by Alembic. A new, empty database is created at the head
       revision on open; an older schema raises `SchemaVersionError` naming the upgrade
       command (or is upgraded when `upgrade=True`), and a newer one always raises.
+    - `read_only=True` opens an existing store at the head revision for reading only: the
+      database itself refuses writes (SQLite `mode=ro`, PostgreSQL read-only transactions).
     """
 
     def __init__(
@@ -121,18 +124,22 @@ class Store:
         upgrade: bool = False,
         busy_timeout: float = 30.0,
         max_retries: int = 8,
+        reconnect_seconds: float = 60.0,
+        read_only: bool = False,
     ) -> None:
         self._url = parse_url(url if url is not None else default_store_url())
         self.url = display(self._url)
+        self.read_only = read_only
         self._max_retries = max_retries
-        self._engine = make_engine(self._url, busy_timeout)
+        self._reconnect_seconds = reconnect_seconds
+        self._engine = make_engine(self._url, busy_timeout, read_only=read_only)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         # The in-memory database is one shared connection: serialize its transactions.
         self._lock: Any = threading.RLock() if is_memory_sqlite(self._url) else nullcontext()
 
         def open_schema() -> None:
             with self._lock:
-                ensure_schema(self._engine, self.url, upgrade)
+                ensure_schema(self._engine, self.url, upgrade, read_only=read_only)
 
         try:
             self._retrying(open_schema)
@@ -180,17 +187,28 @@ class Store:
                 session.close()
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
-        delay = 0.02
-        for tries in range(self._max_retries + 1):
+        """Rerun a transaction that met a lock (up to `max_retries` times) or a lost
+        connection (for up to `reconnect_seconds`), with jittered exponential back-off.
+
+        A transaction that fails is rolled back whole, so rerunning it is safe; the one
+        unknowable case is a commit whose acknowledgement was lost with the connection, which
+        the store's idempotent writes (a recipe hash is added once) mostly absorb.
+        """
+        delay, tries = 0.02, 0
+        deadline = time.monotonic() + self._reconnect_seconds
+        while True:
             try:
                 return attempt()
             except StoreError as exc:
-                if tries == self._max_retries or not is_retryable(exc.__cause__):
+                if is_disconnect(exc.__cause__) and time.monotonic() < deadline:
+                    _log.warning("store %s unreachable (%s); retrying in up to %.1fs", self.url, exc, delay)
+                elif is_retryable(exc.__cause__) and tries < self._max_retries:
+                    tries += 1
+                    _log.debug("store busy (%s); retrying in up to %.2fs", exc, delay)
+                else:
                     raise
-                _log.debug("store busy (%s); retrying in up to %.2fs", exc, delay)
                 time.sleep(random.uniform(0.5 * delay, delay))
-                delay = min(2 * delay, 1.0)
-        raise AssertionError("unreachable")
+                delay = min(2 * delay, 2.0)
 
     def _write(self, work: Callable[[Session], T]) -> T:
         def attempt() -> T:
