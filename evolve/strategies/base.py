@@ -303,6 +303,8 @@ class Strategy(ABC):
         k = len(self._seed_ids)
         is_seed = k < len(self.seeds)
         if is_seed and not self.asks_seeds_itself:
+            if not self._seed_ready():
+                return None
             proposal: Proposal | None = Proposal(self.seeds[k], info={"origin": "seed", "seed_index": k, "generation": 0})
         else:
             proposal = self._ask()
@@ -325,6 +327,10 @@ class Strategy(ABC):
             self._seed_ids.append(candidate.id)
         self._on_asked(candidate, proposal)
         return candidate
+
+    def _seed_ready(self) -> bool:
+        """Hook: False to hold the next seed back (as `_ask` answering None), e.g. at a cap in flight."""
+        return True
 
     def _on_asked(self, candidate: Candidate, proposal: Proposal) -> None:
         """Hook: the proposal became ``candidate`` (e.g. to map the id to optimizer state)."""

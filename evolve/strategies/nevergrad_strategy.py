@@ -163,8 +163,11 @@ class NevergradStrategy(Strategy):
     def _start(self) -> float:
         return 0.5
 
+    def _seed_ready(self) -> bool:
+        return self.max_in_flight is None or self.num_pending < self.max_in_flight
+
     def _ask(self) -> Proposal | None:
-        if self.max_in_flight is not None and self.num_pending >= self.max_in_flight:
+        if not self._seed_ready():
             return None  # nevergrad's contract: at most num_workers points in flight
         handle = self.optimizer.ask()
         genome = np.clip(np.asarray(handle.value, dtype=np.float64), 0.0, 1.0)

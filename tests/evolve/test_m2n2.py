@@ -338,3 +338,32 @@ def test_archive_evolution_follows_the_update_rule_step_by_step():
         dropped += 1
     assert s.state()["num_dropped"] == dropped  # the archive was full throughout: every child competed
     assert len(set(s.archive) - {"0", "1", "2", "3"}) > 0  # and some children won places
+
+
+# -- seeds and the driver's arguments ------------------------------------------------------------------
+def test_seeds_respect_the_cap_on_candidates_in_flight():
+    s = CMAStrategy(3, seed=0, num_workers=2, seeds=[[0.1] * 3, [0.2] * 3, [0.3] * 3])
+    a, b = s.ask(5)
+    assert s.ask(1) == []                          # the cap holds the third seed back
+    s.tell(a.id, ok(0.1))
+    (c,) = s.ask(5)
+    assert c.info["seed_index"] == 2
+    de = make_strategy("TwoPointsDE", 3, 0, num_workers=1, seeds=[[0.1] * 3, [0.2] * 3])
+    assert len(de.ask(3)) == 1
+
+
+def test_an_optimizer_that_cannot_learn_from_seeds_is_refused_when_built():
+    with pytest.raises(UserError, match="strategy 'EDA': cannot learn from seeds.*strategy.seeds: none"):
+        make_strategy("EDA", 3, 0, seeds=[[0.1] * 3])
+    assert make_strategy("EDA", 3, 0).ask(1)       # without seeds it runs
+
+
+def test_make_strategy_gives_m2n2_the_layout_of_the_space():
+    sp = space(layer_groups=2)
+    s = make_strategy("m2n2", sp.dimension, 0, space=sp, task_weights={"t": 2.0})
+    assert s.layout == GenomeLayout((0, 3), (True,) * 6, (0.0,) * 6, (1.0,) * 6) and s.task_weights == {"t": 2.0}
+    assert make_strategy("m2n2", 4, 0).layout == GenomeLayout.flat(4)  # no space: split anywhere
+    with pytest.raises(UserError, match="space has 6 coordinates, not 5"):
+        make_strategy("m2n2", 5, 0, space=sp)
+    with pytest.raises(ValueError, match="split_points"):
+        GenomeLayout((1,), (True,), (0.0,), (1.0,))
