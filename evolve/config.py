@@ -54,6 +54,21 @@ class SpaceConfig(_Strict):
         return value  # each method's valid ranges: search_spaces.methods, checked by the search space
 
 
+class DataFlowConfig(_Strict):
+    """Data-flow search (`search_spaces.data_flow`): model A is ``models.base``, B the one source.
+
+    Its presence makes the run a layer-path search; ``space`` (the parameter space) is then unused.
+    """
+
+    repeats: int = Field(default=3, ge=1, le=16, description="r: the slot layout is both models' layers, r times")
+    scales: Literal["full", "per_slot", "none"] = "per_slot"
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    max_path_length: int | None = Field(default=None, ge=1, description="default: twice a model's depth")
+    fix_ends: bool = Field(default=True, description="A's first and last layers start and end the path")
+    slot_order: Literal["sequential", "interleaved"] = "sequential"
+    max_cumulative_scale: float = Field(default=16.0, gt=1)
+
+
 class StrategyConfig(_Strict):
     name: str = "cma"
     seed: int = Field(default=0, ge=0)
@@ -143,6 +158,14 @@ class RunConfig(_Strict):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     fail_fast: FailFastConfig = Field(default_factory=FailFastConfig)
     store: str | None = None
+    data_flow: DataFlowConfig | None = None
+
+    @model_validator(mode="after")
+    def _data_flow_pair(self) -> RunConfig:
+        if self.data_flow is not None and len(self.models.sources) != 1:
+            raise ValueError("data_flow: searches layer paths over two models: models.base (A) and exactly "
+                             f"one entry in models.sources (B), got {len(self.models.sources)} sources")
+        return self
 
 
 def resolve_store_url(cli_value: str | None, config: RunConfig | None = None) -> str:

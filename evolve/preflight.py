@@ -52,7 +52,7 @@ class CheckedRun:
     """A run config that passed pre-flight, with what pre-flight resolved on the way."""
 
     config: RunConfig
-    space: ParameterSpace
+    space: ParameterSpace  # or a search_spaces.data_flow.DataFlowSpace for a data_flow run
     scoring: Scoring | None  # None for the analytic backend
     needs_zoo: bool  # a zoo: model is named and the zoo is not built yet
 
@@ -63,6 +63,10 @@ def check_run(config: RunConfig, source: str | Path | None = None) -> CheckedRun
     def fail(loc: tuple, message: str) -> UserError:
         return field_error(source, loc, message)
 
+    if config.data_flow is not None:  # a layer-path search: its own checks, same CheckedRun
+        from evolve.data_flow import check_data_flow_run
+
+        return check_data_flow_run(config, fail)
     _check_method(config, fail)
     paths, needs_zoo = _model_paths(config, fail)
     space = _space(config, paths, fail)

@@ -28,8 +28,19 @@ class RunOutcome:
     stats: LoopStats
 
 
+def is_data_flow_space(space) -> bool:
+    """A layer-path run (`evolve.data_flow`): its own worker and reference recipes."""
+    from search_spaces.data_flow import DataFlowSpace
+
+    return isinstance(space, DataFlowSpace)
+
+
 def reference_recipes(space: ParameterSpace) -> dict[str, Recipe]:
     """Each source model as a recipe that reproduces it exactly, to score beside the search."""
+    if is_data_flow_space(space):
+        from evolve.data_flow import data_flow_references
+
+        return data_flow_references(space)
     paths = [p for p in [space.base_model, *space.models] if p is not None]
     return {Path(p).name: Recipe.from_dict({"merge_method": "linear",
                                             "models": [{"model": p, "parameters": {"weight": 1.0}}]})
@@ -41,6 +52,10 @@ def worker_spec(checked: CheckedRun) -> WorkerSpec:
     config, space = checked.config, checked.space
     if checked.scoring is None:
         factory, kwargs = ANALYTIC_FACTORY, dict(config.evaluation.engine_kwargs)
+    elif is_data_flow_space(space):
+        from evolve.data_flow import DATA_FLOW_FACTORY, data_flow_worker_kwargs
+
+        factory, kwargs = DATA_FLOW_FACTORY, data_flow_worker_kwargs(space, checked.scoring)
     else:
         factory = SCORER_FACTORY
         kwargs = {"models": [space.base_model, *space.models],  # base first: the live model starts from it

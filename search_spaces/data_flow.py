@@ -181,6 +181,9 @@ class DataFlowCoordinate:
     label: str      # e.g. "I[r0:A.3]" or "W[A.3->B.4]" or "S[r1:B.0]"
     lower: float    # of the decoded value (indicator or scale)
     upper: float
+    group: int = 0  # the slot's repetition (full W: one group after them), for crossover split points
+    parameter: str = "indicator"  # or SCALE_PARAM: what generic tools (seeds, M2N2 layouts) read
+    model: str = ""  # no coordinate is a per-model merge weight
 
 
 @dataclass(frozen=True)
@@ -339,20 +342,22 @@ class DataFlowSpace:
         for t in range(self.num_slots):
             r, m, layer = self.slot(t)
             lo = -0.5 if self._start_on[t] else -1.5
-            out.append(DataFlowCoordinate(t, "indicators", f"I[r{r}:{name[m]}.{layer}]", lo, lo + 2.0))
+            out.append(DataFlowCoordinate(t, "indicators", f"I[r{r}:{name[m]}.{layer}]", lo, lo + 2.0, r))
         lo, hi = self.scale_range
         if self.scales == "full":
             for i in range(self.layers_per_repeat):
                 for j in range(self.layers_per_repeat):
                     src, dst = divmod(i, self.num_layers), divmod(j, self.num_layers)
                     out.append(DataFlowCoordinate(len(out), "scales",
-                                                  f"W[{name[src[0]]}.{src[1]}->{name[dst[0]]}.{dst[1]}]", lo, hi))
+                                                  f"W[{name[src[0]]}.{src[1]}->{name[dst[0]]}.{dst[1]}]", lo, hi,
+                                                  self.repeats, SCALE_PARAM))
         elif self.scales == "per_slot":
             for t in range(self.num_slots):
                 r, m, layer = self.slot(t)
-                out.append(DataFlowCoordinate(len(out), "scales", f"S[r{r}:{name[m]}.{layer}]", lo, hi))
+                out.append(DataFlowCoordinate(len(out), "scales", f"S[r{r}:{name[m]}.{layer}]", lo, hi, r, SCALE_PARAM))
             if self.fix_ends:
-                out.append(DataFlowCoordinate(len(out), "scales", f"S[end:A.{self.num_layers - 1}]", lo, hi))
+                out.append(DataFlowCoordinate(len(out), "scales", f"S[end:A.{self.num_layers - 1}]", lo, hi,
+                                              self.repeats - 1, SCALE_PARAM))
         return tuple(out)
 
     @cached_property

@@ -24,6 +24,7 @@ import torch
 import yaml
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from search_spaces.data_flow import LayerPath, is_data_flow
 from search_spaces.errors import UserError
 from search_spaces.recipe import Recipe
 from workers.checkpoint import TOKENIZER_FILES
@@ -44,6 +45,13 @@ def merge_to_disk(recipe: Recipe, out: str | Path, *, max_shard_bytes: int = DEF
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"{out}: already exists (pass --force to replace it)")
+    if is_data_flow(recipe):  # a layer path, folded into a plain model (workers.data_flow)
+        from workers.data_flow import write_path_model
+
+        # mergekit has no input scales: a "mergekit.yaml" of a layer path would not reproduce it
+        extra = {k: v for k, v in (extra_files or {}).items() if k != "mergekit.yaml"}
+        return write_path_model(recipe, out, max_shard_bytes=max_shard_bytes, progress=progress,
+                                overwrite=overwrite, card=card, extra_files=extra)
     checkpoints = open_checkpoints(recipe)
     plan = plan_merge(recipe, checkpoints)
     readers = {path: ckpt.reader() for path, ckpt in checkpoints.items()}
@@ -148,6 +156,10 @@ def model_card(recipe: Recipe, parents: list[str], extra: dict[str, Any]) -> str
         *[f"- `{p}`" for p in parents],
         "",
     ]
+    if is_data_flow(recipe):  # the layer path, drawn: slot, source model, layer, scale
+        path = LayerPath.from_recipe(recipe)
+        names = {m: f"{'AB'[i] if i < 2 else i}:{Path(m).name}" for i, m in enumerate(path.models)}
+        lines += ["## Layer path", "", "```text", path.draw(names), "```", ""]
     if extra.get("scores"):
         lines += ["## Scores", "", "| task | metric | value |", "|---|---|---|"]
         for task, metrics in extra["scores"].items():
