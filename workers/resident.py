@@ -3,13 +3,16 @@
 A worker loads its source models once (CPU or GPU) and then materialises thousands of
 candidate recipes: each one is planned (cheap, cached by recipe hash), merged tensor by
 tensor on the sources' device, and copied into the live model's parameters. No disk, no new
-model object per candidate.
+model object per candidate. Checkpoint names are mapped onto live parameters by transformers'
+own load-time conversion (`LivePlacement`), so fused parameters (MoE experts) are exact too.
 """
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -60,20 +63,112 @@ class ResidentSources:
 
     @torch.no_grad()
     def apply(self, recipe: Recipe, model: torch.nn.Module) -> None:
-        """Write the merged weights into ``model`` in place (shapes must match)."""
+        """Write the merged weights into ``model`` in place (shapes must match).
+
+        Checkpoint names reach the live parameters through `LivePlacement`, i.e. through the
+        same renamings and fusions ``from_pretrained`` applied when it loaded ``model``.
+        """
         params = dict(model.named_parameters())
         params.update(dict(model.named_buffers()))
         tied = getattr(model.config, "tie_word_embeddings", False) if hasattr(model, "config") else False
+        placement = LivePlacement.of(model, [m.name for m in self.plan(recipe).merges])
         seen = set()
-        for name, tensor in self.merged(recipe):
+
+        def put(name: str, tensor: torch.Tensor, source: str) -> None:
             target = params.get(name)
             if target is None:
-                raise RecipeError(f"tensor '{name}' of the merged model has no place in the live model")
+                raise RecipeError(f"tensor '{source}' of the merged model has no place in the live model")
             if target.shape != tensor.shape:
-                raise RecipeError(f"tensor '{name}': merged shape {list(tensor.shape)} does not fit "
-                                  f"the live model's {list(target.shape)}")
+                raise RecipeError(f"tensor '{source}': merged shape {list(tensor.shape)} does not fit "
+                                  f"the live model's '{name}' {list(target.shape)}")
             target.copy_(tensor)
             seen.add(name)
+
+        for name, tensor in self.merged(recipe):
+            for live_name, live_tensor in placement.place(name, tensor):
+                put(live_name, live_tensor, name)
         missing = [n for n, _ in model.named_parameters() if n not in seen and not (tied and n == "lm_head.weight")]
         if missing:
             raise RecipeError(f"the merged model has no tensor for the live model's '{missing[0]}'")
+
+
+class LivePlacement:
+    """Where each checkpoint tensor goes in a live transformers model, and in what form.
+
+    transformers 5 renames and fuses checkpoint tensors while loading (Mixtral's per-expert
+    ``block_sparse_moe.experts.<i>.w1/w3`` become one ``mlp.experts.gate_up_proj``), so a
+    checkpoint name is not always a parameter name. This replays, per tensor, the very
+    conversion ``from_pretrained`` used: ``get_model_conversion_mapping`` for the model, keys
+    renamed by ``rename_source_key``, and each fused group converted by its ``WeightConverter``
+    once all of its members are merged, members added in the loader's order (``dot_natural_key``),
+    which is the order ``MergeModulelist`` stacks experts in. Models transformers does not
+    convert (and plain modules) map names to themselves.
+    """
+
+    def __init__(self, model: torch.nn.Module, names: list[str]):
+        self.model = model
+        self.direct: dict[str, str] = {}
+        self.groups: dict[str, tuple[Any, list[tuple[str, str]]]] = {}  # live key -> (converter, members)
+        self.group_of: dict[str, str] = {}
+        self._pending: dict[str, dict[str, torch.Tensor]] = {}
+        try:
+            from transformers import PreTrainedModel
+            from transformers.conversion_mapping import get_model_conversion_mapping
+            from transformers.core_model_loading import (WeightConverter, WeightRenaming, dot_natural_key,
+                                                         rename_source_key)
+        except ImportError:  # pragma: no cover - transformers is a dependency of the workers
+            PreTrainedModel = None
+        if PreTrainedModel is None or not isinstance(model, PreTrainedModel):
+            self.direct = {n: n for n in names}
+            return
+        mapping = get_model_conversion_mapping(model)
+        renamings = [t for t in mapping if isinstance(t, WeightRenaming)]
+        converters = [t for t in mapping if isinstance(t, WeightConverter)]
+        by_pattern = {p: c for c in converters for p in c.source_patterns}
+        live = model.state_dict()
+        prefix = model.base_model_prefix
+        members: dict[str, list[tuple[str, str]]] = {}
+        for name in sorted(names, key=dot_natural_key):
+            key, pattern = rename_source_key(name, renamings, converters, prefix, live)
+            if key not in live and name in live:  # as the loader: keep the name, fix the prefix only
+                key, pattern = rename_source_key(name, [], [], base_model_prefix=prefix, meta_state_dict=live)
+            if pattern is None:
+                self.direct[name] = key
+            else:
+                members.setdefault(key, []).append((name, pattern))
+                self.group_of[name] = key
+        for key, group in members.items():
+            self.groups[key] = (by_pattern[group[0][1]], group)
+
+    _cache: dict[tuple[int, tuple[str, ...]], LivePlacement] = {}
+
+    @classmethod
+    def of(cls, model: torch.nn.Module, names: list[str]) -> LivePlacement:
+        """One placement per live model and name set (building one runs every rename regex)."""
+        key = (id(model), tuple(names))
+        placement = cls._cache.get(key)
+        if placement is None or placement.model is not model:
+            placement = cls._cache[key] = cls(model, names)
+            if len(cls._cache) > 16:
+                cls._cache.pop(next(iter(cls._cache)))
+        placement._pending.clear()
+        return placement
+
+    def place(self, name: str, tensor: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+        """The live ``(parameter, tensor)`` pairs that checkpoint tensor ``name`` completes."""
+        if name in self.direct:
+            return [(self.direct[name], tensor)]
+        key = self.group_of.get(name)
+        if key is None:
+            return [(name, tensor)]  # unknown to the model: the caller refuses it by name
+        pending = self._pending.setdefault(key, {})
+        pending[name] = tensor
+        template, members = self.groups[key]
+        if len(pending) < len(members):
+            return []
+        del self._pending[key]
+        converter = copy.deepcopy(template)
+        for member, pattern in members:
+            converter.add_tensor(key, member, pattern, pending[member])
+        out = converter.convert(key, model=self.model, config=self.model.config)
+        return [(k, v[0] if isinstance(v, list) else v) for k, v in out.items()]

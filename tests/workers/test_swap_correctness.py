@@ -24,7 +24,6 @@ import pytest
 import torch
 
 from tests.fixtures.architectures import ARCHITECTURES, write_family
-from search_spaces.errors import RecipeError
 from search_spaces.recipe import Recipe
 from workers.export import merge_to_disk
 
@@ -100,17 +99,7 @@ def hf_greedy(model) -> tuple[list[list[int]], list[list[float]]]:
     return tokens, logprobs
 
 
-HF_UNSUPPORTED = {
-    # transformers 5 fuses Mixtral's per-expert checkpoint tensors into one live parameter
-    # (experts.gate_up_proj) while loading; ResidentSources.apply copies by checkpoint name and
-    # refuses the tensor (loudly, RecipeError). Strict: this fails once apply learns the mapping.
-    "mixtral": "HF in-place apply does not map checkpoint names onto fused live MoE parameters",
-}
-
-
-@pytest.mark.parametrize("arch", [
-    pytest.param(a, marks=pytest.mark.xfail(strict=True, raises=RecipeError, reason=HF_UNSUPPORTED[a]))
-    if a in HF_UNSUPPORTED else a for a in ARCHITECTURES])
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_hf_in_place_swap_equals_fresh_load_of_export(families, arch):
     from transformers import AutoModelForCausalLM
 
