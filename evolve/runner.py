@@ -66,11 +66,9 @@ def worker_spec(checked: CheckedRun) -> WorkerSpec:
 
 def execute(store: Store, run_id: str, checked: CheckedRun, *, resume: bool, progress: bool = True) -> RunOutcome:
     config, space = checked.config, checked.space
-    parameter_space = space if isinstance(space, ParameterSpace) else None  # seeds and layout: parameter spaces
     strategy = make_strategy(config.strategy.name, space.dimension, config.strategy.seed,
-                             num_workers=config.resources.workers,
-                             seeds=seed_genomes(parameter_space, config.strategy.seeds) if parameter_space is not None else (),
-                             task_weights={t.name: t.weight for t in config.tasks}, space=parameter_space,
+                             num_workers=config.resources.workers, seeds=seed_genomes(space, config.strategy.seeds),
+                             task_weights={t.name: t.weight for t in config.tasks}, space=space,
                              **config.strategy.settings)
     max_seconds = config.budget.max_minutes * 60 if config.budget.max_minutes else None
     pool = None
