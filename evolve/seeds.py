@@ -14,6 +14,9 @@ clipped into the searched bounds and deduplicated (the first of equal genomes is
 ``none`` gives no seeds; a list of recipes (mappings, as in a recipe file) gives those, each
 encoded by the space (a recipe the space cannot represent is refused, naming its index).
 
+Another kind of space (the data-flow genome) brings its own: ``auto`` is its
+``start_genome()`` (the paper's start, model A), recipes go through its ``encode``.
+
 Seeds are plain data computed from the config alone, so a resumed run gets the same seeds
 and replay reproduces the same asks. Torch-free.
 """
@@ -52,12 +55,15 @@ class Seed:
     genome: tuple[float, ...]
 
 
-def resolve_seeds(space: ParameterSpace, spec: str | Sequence[Mapping[str, Any]] | None) -> tuple[Seed, ...]:
+def resolve_seeds(space: Any, spec: str | Sequence[Mapping[str, Any]] | None) -> tuple[Seed, ...]:
     """The seeds ``strategy.seeds`` asks for: ``"auto"``, ``"none"``/None or a list of recipes."""
     if spec is None or spec == "none":
         return ()
     if spec == "auto":
-        return auto_seeds(space)
+        if isinstance(space, ParameterSpace):
+            return auto_seeds(space)
+        start = getattr(space, "start_genome", None)
+        return () if start is None else (Seed("start", tuple(float(v) for v in start())),)
     if isinstance(spec, str) or not isinstance(spec, Sequence):
         raise UserError(f"strategy.seeds: must be auto, none or a list of recipes, got {spec!r}")
     out = []
@@ -71,7 +77,7 @@ def resolve_seeds(space: ParameterSpace, spec: str | Sequence[Mapping[str, Any]]
     return tuple(out)
 
 
-def seed_genomes(space: ParameterSpace, spec: str | Sequence[Mapping[str, Any]] | None) -> tuple[tuple[float, ...], ...]:
+def seed_genomes(space: Any, spec: str | Sequence[Mapping[str, Any]] | None) -> tuple[tuple[float, ...], ...]:
     """Just the genomes of `resolve_seeds`, in order: what `make_strategy(seeds=...)` takes."""
     return tuple(s.genome for s in resolve_seeds(space, spec))
 

@@ -52,15 +52,12 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from evolve.strategies.base import Candidate, Proposal, Result, Strategy
 from search_spaces.errors import UserError
-
-if TYPE_CHECKING:
-    from search_spaces.parameter_space import ParameterSpace
 
 EPSILON = 1e-8
 SLERP_PARALLEL = 1e-6
@@ -121,8 +118,15 @@ class GenomeLayout:
         return cls(tuple(range(dimension)), (True,) * dimension, (0.0,) * dimension, (1.0,) * dimension)
 
     @classmethod
-    def from_space(cls, space: ParameterSpace) -> GenomeLayout:
-        """Group starts, weight coordinates and bounds of a `ParameterSpace` (group-major layout)."""
+    def from_space(cls, space: Any) -> GenomeLayout:
+        """Group starts, weight coordinates and bounds of a `ParameterSpace` (group-major layout).
+
+        Any other space (a data-flow genome) gets the `flat` layout: splits anywhere, no bounds.
+        """
+        from search_spaces.parameter_space import ParameterSpace
+
+        if not isinstance(space, ParameterSpace):
+            return cls.flat(space.dimension)
         coords = space.coordinates
         starts = tuple(c.index for k, c in enumerate(coords) if k == 0 or c.group != coords[k - 1].group)
         mask = tuple(bool(c.model) and c.parameter in WEIGHT_PARAMETERS for c in coords)
