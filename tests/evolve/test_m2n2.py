@@ -367,3 +367,14 @@ def test_make_strategy_gives_m2n2_the_layout_of_the_space():
         make_strategy("m2n2", 5, 0, space=sp)
     with pytest.raises(ValueError, match="split_points"):
         GenomeLayout((1,), (True,), (0.0,), (1.0,))
+
+
+def test_other_spaces_seed_from_their_start_genome_and_split_anywhere():
+    class Other:  # e.g. the data-flow genome: no parameter coordinates
+        dimension = 3
+
+        def start_genome(self):
+            return np.array([1.0, 0.0, 0.5])
+
+    assert seed_genomes(Other(), "auto") == ((1.0, 0.0, 0.5),)
+    assert GenomeLayout.from_space(Other()) == GenomeLayout.flat(3)
