@@ -137,6 +137,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from evolve.config import resolve_store_url
+    from evolve.dashboard import resolve_token, serve
+
+    token = resolve_token(args.host, args.token)  # refuse a public host without one before anything starts
+    url = resolve_store_url(args.store, None)
+    console.print(f"dashboard on http://{args.host}:{args.port}/ (store {url}, read-only"
+                  f"{', token required' if token else ''}); Ctrl-C stops it")
+    serve(url, host=args.host, port=args.port, token=token, poll_seconds=args.poll)
+    return 0
+
+
 def _cmd_zoo_build(args: argparse.Namespace) -> int:
     from workers.zoo import build_zoo
 
@@ -218,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--quiet", action="store_true")
     export.add_argument("--store", help=store_help)
     export.set_defaults(func=_cmd_export)
+
+    dash = sub.add_parser("dashboard", help="read-only web dashboard of the store")
+    dash.add_argument("--store", help=store_help)
+    dash.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; others need a token)")
+    dash.add_argument("--port", type=int, default=8765)
+    dash.add_argument("--token", help="required on every request (default: $EVOLVE_DASHBOARD_TOKEN)")
+    dash.add_argument("--poll", type=float, default=2.0, help="seconds between live updates (default 2)")
+    dash.set_defaults(func=_cmd_dashboard)
 
     zoo = sub.add_parser("zoo", help="the embedded model zoo")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)

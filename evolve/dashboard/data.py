@@ -1,0 +1,161 @@
+"""What the dashboard's pages plot, computed from the store (read-only) as plain JSON data."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from evolve.report import SPLITS, candidate_data, compare_data, runs_data, status_data, task_scores
+from evolve.store import CandidateKind, EvaluationStatus, Store
+from search_spaces.parameter_space import ParameterSpace
+
+TIMELINE_LIMIT = 3000  # most recent evaluations drawn on the worker timeline
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def coordinates_of(config: dict[str, Any], dimension: int) -> list[dict[str, Any]]:
+    """What each genome coordinate controls (label, model, parameter, kind, group, bounds)."""
+    try:
+        space = dict(config["space"])
+        space["search"] = {k: list(v) for k, v in space["search"].items()}
+        ps = ParameterSpace.from_dict({**space, "base_model": config["models"]["base"],
+                                       "models": list(config["models"]["sources"]),
+                                       "seed": config.get("strategy", {}).get("seed", 0)})
+        coords = ps.coordinates
+        if len(coords) == dimension:
+            return [{"label": c.label, "model": c.model.rsplit("/", 1)[-1].removeprefix("zoo:") or "*",
+                     "parameter": c.parameter, "kind": c.kind or "default", "group": c.group,
+                     "lower": c.lower, "upper": c.upper} for c in coords]
+    except Exception:  # noqa: BLE001 - an unusual config still gets generic labels
+        pass
+    return [{"label": f"x{i}", "model": "?", "parameter": "?", "kind": "default", "group": 0, "lower": 0.0,
+             "upper": 1.0} for i in range(dimension)]
+
+
+def importance(values: np.ndarray, fitness: np.ndarray, bins: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: |Pearson correlation| with fitness, and the share of fitness variance explained
+    by binning the column (eta squared, which also sees non-monotone effects)."""
+    n, d = values.shape
+    corr, eta = np.zeros(d), np.zeros(d)
+    if n < 3 or np.var(fitness) == 0:
+        return corr, eta
+    f = fitness - fitness.mean()
+    total = float((f**2).sum())
+    for j in range(d):
+        x = values[:, j]
+        sx = x.std()
+        if sx == 0:
+            continue
+        corr[j] = abs(float(((x - x.mean()) * f).mean() / (sx * fitness.std())))
+        edges = np.quantile(x, np.linspace(0, 1, bins + 1)[1:-1])
+        which = np.searchsorted(edges, x)
+        between = sum(float((which == b).sum()) * float(f[which == b].mean()) ** 2
+                      for b in np.unique(which))
+        eta[j] = between / total
+    return corr, eta
+
+
+def run_view(store: Store, run_id: str) -> dict[str, Any]:
+    """Everything the run page draws: progress, history, scatter, coordinates, importance, tasks, timeline."""
+    run = store.get_run(run_id)
+    status = status_data(store, run_id)
+    candidates = {c.id: c for c in store.list_candidates(run_id)}
+    evaluations = store.list_evaluations(run_id)
+    start = run.created_at
+    searched = [c for c in candidates.values() if c.kind == CandidateKind.SEARCH]
+    complete = {e.candidate_id: e for e in evaluations if e.status == EvaluationStatus.COMPLETE}
+
+    done = sorted((e for e in complete.values() if candidates[e.candidate_id].kind == CandidateKind.SEARCH),
+                  key=lambda e: (e.finished_at or e.created_at, e.id))
+    history, best = [], -math.inf
+    for i, e in enumerate(done, start=1):
+        fit = _finite(e.fitness)
+        if fit is not None and fit > best:
+            best = fit
+        history.append({"n": i, "t": ((e.finished_at or e.created_at) - start).total_seconds(), "fitness": fit,
+                        "best": None if best == -math.inf else best, "id": e.candidate_id})
+
+    failed = {e.candidate_id for e in evaluations if e.status == EvaluationStatus.FAILED}
+    scatter = [{"id": c.id, "number": c.number, "generation": c.generation,
+                "fitness": _finite(complete[c.id].fitness) if c.id in complete else None,
+                "state": "complete" if c.id in complete else "failed" if c.id in failed else "pending"}
+               for c in searched]
+
+    dimension = max((len(c.genome) for c in searched), default=0)
+    coords = coordinates_of(run.config, dimension)
+    scored = [c for c in searched if c.id in complete and _finite(complete[c.id].fitness) is not None
+              and len(c.genome) == dimension]
+    genomes = np.array([c.genome for c in scored], dtype=float).reshape(len(scored), dimension)
+    lower = np.array([c["lower"] for c in coords]) if coords else np.zeros(0)
+    upper = np.array([c["upper"] for c in coords]) if coords else np.zeros(0)
+    values = lower + genomes * (upper - lower)
+    fitness = np.array([complete[c.id].fitness for c in scored], dtype=float)
+    corr, eta = importance(values, fitness)
+    per_coordinate = [{**c, "correlation": float(corr[i]), "variance": float(eta[i])} for i, c in enumerate(coords)]
+    grouped: dict[str, dict[str, float]] = {}
+    for by in ("group", "kind", "model", "parameter"):
+        acc: dict[str, list[float]] = {}
+        for row in per_coordinate:
+            acc.setdefault(str(row[by]), []).append(row["variance"])
+        grouped[by] = {k: float(np.mean(v)) for k, v in acc.items()}
+
+    top = sorted(complete.values(), key=lambda e: -(_finite(e.fitness) if _finite(e.fitness) is not None else -1e300))
+    tasks_table = []
+    for e in [x for x in top if candidates[x.candidate_id].kind == CandidateKind.REFERENCE] + \
+             [x for x in top if candidates[x.candidate_id].kind == CandidateKind.SEARCH][:25]:
+        c = candidates[e.candidate_id]
+        tasks_table.append({"id": c.id, "kind": c.kind.value, "label": c.label, "fitness": _finite(e.fitness),
+                            **{s: task_scores(e, s) for s in SPLITS}})
+
+    now = datetime.utcnow()
+    timeline = []
+    for e in evaluations[-TIMELINE_LIMIT:]:
+        if e.worker is None or e.started_at is None:
+            continue
+        t0 = (e.started_at - start).total_seconds()
+        if e.status == EvaluationStatus.RUNNING:
+            timeline.append({"worker": e.worker, "phase": "running", "start": t0,
+                             "seconds": (now - e.started_at).total_seconds(), "id": e.candidate_id})
+            continue
+        merge = e.merge_seconds or 0.0
+        evaluate = e.eval_seconds
+        if evaluate is None and e.finished_at is not None:
+            evaluate = max((e.finished_at - e.started_at).total_seconds() - merge, 0.0)
+        timeline.append({"worker": e.worker, "phase": "merge", "start": t0, "seconds": merge, "id": e.candidate_id})
+        timeline.append({"worker": e.worker, "phase": "failed" if e.status != EvaluationStatus.COMPLETE else "eval",
+                         "start": t0 + merge, "seconds": evaluate or 0.0, "id": e.candidate_id})
+    return {"run": {"id": run.id, "name": run.name, "status": run.status.value, "created": run.created_at.isoformat(),
+                    "strategy": (run.config.get("strategy") or {}).get("name"),
+                    "method": (run.config.get("space") or {}).get("merge_method")},
+            "status": status, "history": history, "scatter": scatter,
+            "coordinates": per_coordinate, "parallel": {"values": values.T.tolist(), "fitness": fitness.tolist(),
+                                                        "ids": [c.id for c in scored]},
+            "importance": grouped, "tasks": tasks_table, "timeline": timeline,
+            "version": len(evaluations) * 1000 + sum(e.status.is_finished for e in evaluations)}
+
+
+def candidate_view(store: Store, candidate_id: str) -> dict[str, Any]:
+    """The candidate page: `evolve show`'s data plus heatmaps (layer groups x models per parameter)."""
+    data = candidate_data(store, candidate_id)
+    heatmaps: dict[str, dict[str, Any]] = {}
+    for row in data["recipe_table"]:
+        if not all(isinstance(v, int | float) for v in row["values"]):
+            continue
+        name = row["parameter"] + ("" if row["kind"] is None else f" [{row['kind']}]")
+        h = heatmaps.setdefault(name, {"models": [], "z": []})
+        h["models"].append(row["model"])
+        h["z"].append(list(row["values"]))
+    for h in heatmaps.values():
+        width = max(len(z) for z in h["z"])
+        h["z"] = [z * width if len(z) == 1 else z + [None] * (width - len(z)) for z in h["z"]]
+        h["groups"] = [f"g{g}" for g in range(width)]
+    return {**data, "heatmaps": heatmaps}
+
+
+__all__ = ["candidate_view", "compare_data", "run_view", "runs_data"]
