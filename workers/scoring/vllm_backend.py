@@ -51,10 +51,17 @@ class VLLMBackend:
         if "worker_extension_cls" in kwargs:
             raise ValueError("engine_kwargs.worker_extension_cls is set by the vLLM backend itself")
         self.llm = LLM(model=self.reference, worker_extension_cls=EXTENSION, **kwargs)
+        self._lm = None
         sources_on = "cpu" if settings.device == "cpu" else "engine"
-        for reply in self.llm.collective_rpc("merge_init", args=(list(model_paths), self.reference, sources_on)):
-            if not reply["ok"]:
-                raise RuntimeError(f"vLLM worker could not load the source models: {reply['error']}")
+        try:
+            for reply in self.llm.collective_rpc("merge_init", args=(list(model_paths), self.reference, sources_on)):
+                if not reply["ok"]:
+                    raise RuntimeError(f"vLLM worker could not load the source models: {reply['error']}")
+        except BaseException:
+            # No caller will ever hold this backend: release the engine (its processes, its
+            # memory and KV cache) now rather than whenever the garbage collector gets to it.
+            self.close()
+            raise
         self._lm = VLLMEvalLM(self.llm, batch_size=settings.batch_size, **thaw(settings.lm_kwargs))
 
     @property
@@ -87,6 +94,15 @@ class VLLMBackend:
         return isinstance(exc, EngineError | EngineDeadError)
 
     def close(self) -> None:
+        """Shut the engine down (idempotent): its core process, or in-process core, and memory."""
         llm, self.llm, self._lm = self.llm, None, None
         if llm is not None:
-            del llm
+            shutdown_engine(llm)
+
+
+def shutdown_engine(llm) -> None:
+    """Stop an ``LLM``'s engine core now. ``LLM`` has no public close in vLLM 0.32; the engine
+    core client's ``shutdown`` is what its finalizer runs at garbage collection (idempotent)."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None:
+        core.shutdown()
