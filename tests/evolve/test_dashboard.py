@@ -1,0 +1,288 @@
+"""The web dashboard: a real uvicorn server (the `evolve dashboard` command in a subprocess) over a
+real SQLite store holding real runs, driven by a real headless Chromium through Playwright.
+
+Screenshots land in the pytest temp folder (`screenshots/`), or in $EVOLVE_SCREENSHOTS if set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from evolve.report import compare_data
+from evolve.store import CandidateKind, Store, StoreError
+from tests.evolve.inspect_runs import m2n2_config, shared_run
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("EVOLVE_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+TOKEN = "s3cret-token-for-tests"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`evolve dashboard` in a subprocess, ready once it answers."""
+
+    def __init__(self, url: str, *args: str, env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "evolve.cli", "dashboard", "--store", url,
+                                      "--port", str(self.port), "--poll", "0.5", *args],
+                                     env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dashboard exited: {self.proc.stdout.read()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("dashboard did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(), dict(exc.headers)
+
+
+@pytest.fixture(scope="module")
+def run(family, tmp_path_factory):
+    return shared_run(family, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def server(run):
+    s = Server(run[0])
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(os.environ["EVOLVE_SCREENSHOTS"]) if os.environ.get("EVOLVE_SCREENSHOTS") else \
+        tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM}: no Chromium (CI installs Debian's chromium in .ci/run)"
+    with sync_playwright() as p:
+        # A persistent context on a fresh, empty profile folder: the --user-data-dir of this module.
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
+            args=FLAGS, viewport={"width": 1400, "height": 1600})
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def page(browser):
+    p = browser.new_page()
+    errors: list[str] = []
+    p.on("pageerror", lambda e: errors.append(str(e)))
+    p.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    p.errors = errors
+    yield p
+    assert not errors, errors
+    p.close()
+
+
+def best_search(store: Store, run_id: str):
+    return next(e for e in store.leaderboard(run_id) if e.candidate.kind == CandidateKind.SEARCH)
+
+
+def test_run_page_draws_the_store_figures(server, run, page, shots):
+    url, run_id = run
+    store = Store(url)
+    page.goto(f"{server.base}/runs/{run_id}")
+    page.wait_for_function("document.querySelector('#parallel .parcoords') && document.querySelector('#timeline .bars')")
+    best = best_search(store, run_id)
+    assert page.inner_text("#done") == "12" and page.inner_text("#budget") == "12"
+    assert page.inner_text("#best") == f"{best.score:.4f}" and page.inner_text("#best-link") == best.candidate.id
+    assert page.inner_text("#status") == "FINISHED"
+    history = page.evaluate("document.getElementById('history-n').data[1].y")
+    assert len(history) == 12 and history[-1] == best.score and history == sorted(history)
+    complete = [e for e in store.list_evaluations(run_id, "COMPLETE")
+                if store.get_candidate(e.candidate_id).kind == CandidateKind.SEARCH]
+    scatter = page.evaluate("document.getElementById('scatter').data[0].y")
+    assert sorted(scatter) == sorted(e.fitness for e in complete)
+    labels = page.evaluate("document.getElementById('parallel').data[0].dimensions.map(d => d.label)")
+    assert labels == ["variant_0.weight[g0]", "variant_1.weight[g0]", "variant_0.weight[g1]",
+                      "variant_1.weight[g1]", "fitness"]
+    workers = page.evaluate("document.getElementById('timeline').data.flatMap(t => t.y)")
+    assert set(workers) == {"worker-0", "worker-1"}
+    importance = page.evaluate("document.getElementById('importance').data[0].x")
+    assert len(importance) == 4 and all(0 <= v <= 1 for v in importance) and max(importance) > 0
+    tasks = page.inner_text("#tasks")
+    assert all(name in tasks for name in ("base", "variant_0", "variant_1", best.candidate.id))
+    assert page.locator("#workers tr").count() == 3
+    page.screenshot(path=str(shots / "run.png"), full_page=True)
+
+
+def test_candidate_page_heatmap_samples_and_lineage(server, run, page, shots):
+    url, run_id = run
+    store = Store(url)
+    child = best_search(store, run_id).candidate
+    if not child.parents:
+        child = next(c for c in store.list_candidates(run_id, kind="search") if c.parents)
+    page.goto(f"{server.base}/candidates/{child.id}")
+    page.wait_for_function("document.getElementById('heatmap').data && document.getElementById('samples').data")
+    z = page.evaluate("document.getElementById('heatmap').data[0].z")
+    models = page.evaluate("document.getElementById('heatmap').data[0].y")
+    expected = {m["model"].rsplit("/", 1)[-1]: m["parameters"]["weight"]["groups"] for m in child.recipe["models"]}
+    assert dict(zip(models, z)) == expected
+    (ev,) = store.list_evaluations(run_id, "COMPLETE", candidate_id=child.id)
+    samples = store.get_samples(ev.id)["analytic"]
+    assert page.evaluate("document.getElementById('samples').data[0].z") == [samples]
+    assert f"{sum(1 for s in samples if s > 0)}/{len(samples)}" in page.inner_text("#sample-results")
+    lineage = page.inner_text("#lineage")
+    assert all(p in lineage for p in child.parents)
+    page.screenshot(path=str(shots / "candidate.png"), full_page=True)
+    page.click(f"#parents a[href='/candidates/{child.parents[0]}']")
+    page.wait_for_url(f"**/candidates/{child.parents[0]}")
+    assert page.inner_text("#cand-id") == child.parents[0]
+
+
+def test_compare_and_runs_pages(server, run, page, shots):
+    url, run_id = run
+    store = Store(url)
+    board = store.leaderboard(run_id)
+    a, b = best_search(store, run_id).candidate.id, board[-1].candidate.id
+    page.goto(f"{server.base}/compare?a={a}&b={b}")
+    page.wait_for_function("document.getElementById('compare-chart').data")
+    expected = compare_data(store, a, b)["samples"]["validation"]["analytic"]
+    assert page.inner_text("#compare-samples .only-a") == f"{len(expected['only_a'])} {expected['only_a']}"
+    assert page.evaluate("document.getElementById('compare-chart').data[0].y[0]") == best_search(store, run_id).score
+    page.screenshot(path=str(shots / "compare.png"), full_page=True)
+    page.goto(f"{server.base}/")
+    assert run_id in page.inner_text("#runs") and "12/12" in page.inner_text("#runs")
+    page.goto(f"{server.base}/runs/r-nope")
+    assert "r-nope" in page.inner_text("#error")
+    page.errors.clear()  # the 404 itself is logged as a console error
+
+
+def test_assets_are_local_and_the_app_is_read_only(server, run):
+    status, html, _ = get(f"{server.base}/runs/{run[1]}")
+    assert status == 200 and "//cdn" not in html and 'src="/static/plotly.min.js"' in html
+    status, js, headers = get(f"{server.base}/static/plotly.min.js")
+    assert status == 200 and len(js) > 1_000_000 and headers["content-type"].startswith("application/javascript")
+    request = urllib.request.Request(f"{server.base}/api/runs", method="POST", data=b"{}")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 405
+    api = json.loads(get(f"{server.base}/api/runs/{run[1]}")[1])
+    assert api["status"]["evaluations_done"] == 12
+
+
+def test_token_is_required_beyond_localhost_and_checked_on_every_request(run, tmp_path):
+    url, run_id = run
+    refused = subprocess.run([sys.executable, "-m", "evolve.cli", "dashboard", "--store", url, "--host", "0.0.0.0"],
+                             capture_output=True, text=True, timeout=60,
+                             env={k: v for k, v in os.environ.items() if k != "EVOLVE_DASHBOARD_TOKEN"})
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "token" in refused.stderr
+    guarded = Server(url, "--host", "0.0.0.0", env={"EVOLVE_DASHBOARD_TOKEN": TOKEN})
+    try:
+        for path in ("/", f"/runs/{run_id}", f"/api/runs/{run_id}", "/static/plotly.min.js"):
+            assert get(guarded.base + path)[0] == 401
+            assert get(guarded.base + path + "?token=wrong-token")[0] == 401
+        status, _, headers = get(f"{guarded.base}/?token={TOKEN}")
+        assert status == 200 and "evolve_dashboard_token" in headers["set-cookie"]
+        cookie = headers["set-cookie"].split(";")[0]
+        assert get(f"{guarded.base}/api/runs/{run_id}", {"Cookie": cookie})[0] == 200
+        assert get(f"{guarded.base}/api/runs", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    finally:
+        guarded.stop()
+
+
+def test_the_store_is_opened_read_only(run, postgres_server):
+    url, run_id = run
+    with Store(url, read_only=True) as ro:
+        assert ro.get_run(run_id).id == run_id
+        with pytest.raises(StoreError, match="readonly"):
+            ro.create_run("nope", {})
+    pg = postgres_server.new_database()
+    Store(pg).create_run("pg", {}).id
+    with Store(pg, read_only=True) as ro:
+        assert [r.name for r in ro.list_runs()] == ["pg"]
+        with pytest.raises(StoreError, match="read-only"):
+            ro.create_run("nope", {})
+
+
+def test_run_page_updates_live_while_the_run_goes(family, tmp_path, browser, shots):
+    """A run launched with `evolve run`; the open page follows it by polling, without a reload."""
+    db = tmp_path / "live.db"
+    config = tmp_path / "live.yaml"
+    config.write_text(yaml.safe_dump(m2n2_config(family, name="live", budget={"max_evaluations": 12},
+                                                 evaluation={"engine_kwargs": {"delay": 0.8}})))
+    url = f"sqlite:///{db}"
+    runner = subprocess.Popen([sys.executable, "-m", "evolve.cli", "run", str(config), "--store", url, "--quiet"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = None
+    try:
+        deadline = time.monotonic() + 120
+        run_id = None
+        while run_id is None and time.monotonic() < deadline:
+            assert runner.poll() is None, runner.stderr.read()
+            try:
+                with Store(url, read_only=True) as probe:
+                    runs = probe.list_runs()
+                    run_id = runs[0].id if runs else None
+            except StoreError:
+                pass
+            time.sleep(0.3)
+        assert run_id, "the run never appeared in the store"
+        server = Server(url)
+        page = browser.new_page()
+        page.goto(f"{server.base}/runs/{run_id}")
+        page.evaluate("window.__sameDocument = true")
+        first = int(page.inner_text("#done"))
+        assert page.inner_text("#status") == "RUNNING" and first < 12
+        page.wait_for_function(f"+document.getElementById('done').textContent > {first}", timeout=90_000)
+        page.screenshot(path=str(shots / "live-running.png"), full_page=True)
+        page.wait_for_function("document.getElementById('status').textContent === 'FINISHED'", timeout=120_000)
+        assert page.evaluate("window.__sameDocument") is True  # updated in place, never reloaded
+        assert page.inner_text("#done") == "12"
+        assert len(page.evaluate("document.getElementById('history-n').data[1].y")) == 12
+        page.screenshot(path=str(shots / "live-finished.png"), full_page=True)
+        page.close()
+        assert runner.wait(120) == 0
+    finally:
+        if runner.poll() is None:
+            runner.terminate()
+            runner.wait(30)
+        if server is not None:
+            server.stop()
