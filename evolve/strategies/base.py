@@ -146,6 +146,10 @@ class Strategy(ABC):
     name: str = "strategy"  # registry name; NevergradStrategy sets the optimizer's per instance
     asks_seeds_itself: bool = False
     """True when the subclass emits ``self.seeds`` from its own `_ask` (nevergrad's ``suggest``)."""
+    needs_nonnegative_samples: bool = False
+    """True when per-sample scores must be >= 0: pre-flight then runs
+    `evolve.strategies.m2n2.check_samples_nonnegative` on the first results it has (M2N2 without
+    a ``score_transform``); a negative score reaching `tell` is kept out, never a crash."""
 
     def __init__(
         self,

@@ -246,8 +246,6 @@ class M2N2Strategy(Strategy):
     """Steady-state M2N2 (see the module docstring). Candidates carry parent ids for lineage."""
 
     name = "m2n2"
-    needs_nonnegative_samples = True
-    """Pre-flight should run `check_samples_nonnegative` unless ``score_transform`` is set."""
 
     def __init__(
         self,
@@ -300,6 +298,7 @@ class M2N2Strategy(Strategy):
         self.mutation_std = float(mutation_std)
         self.epsilon = float(epsilon)
         self.score_transform = score_transform
+        self.needs_nonnegative_samples = score_transform == "none"  # minmax takes any scores
         self.task_weights = weights
         self.layout = layout or GenomeLayout.flat(dimension)
         self._initial_pending: set[str] = set()  # seeds and random starters in flight

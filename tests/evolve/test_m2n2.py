@@ -204,7 +204,8 @@ def test_negative_scores_are_refused_up_front_and_kept_out_mid_run():
     check_samples_nonnegative({"gsm8k": [1, 0], "mmlu": [0.5]})
     with pytest.raises(UserError, match=r"^m2n2: task 'logprob' gives negative per-sample scores \(min -2\)"):
         check_samples_nonnegative({"gsm8k": [1, 0], "logprob": [-2.0, 0.1]})
-    assert M2N2Strategy.needs_nonnegative_samples
+    assert M2N2Strategy(2).needs_nonnegative_samples and not M2N2Strategy(2, score_transform="minmax").needs_nonnegative_samples
+    assert not make_strategy("cma", 2).needs_nonnegative_samples
     s = M2N2Strategy(2, seed=0, seeds=[[0.1, 0.1], [0.2, 0.2], [0.3, 0.3]])
     a, b, c = s.ask(3)
     s.tell(a.id, ok(0.5, t=[1, 0]))
@@ -378,3 +379,52 @@ def test_other_spaces_seed_from_their_start_genome_and_split_anywhere():
 
     assert seed_genomes(Other(), "auto") == ((1.0, 0.0, 0.5),)
     assert GenomeLayout.from_space(Other()) == GenomeLayout.flat(3)
+
+
+# -- replay through the store, with seeds, the space and task weights, as the runner builds them --------
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    from evolve.pool import connect
+
+    connect(None, num_cpus=2)  # once per module: repeated init/shutdown of a local cluster is flaky
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, settings", [("m2n2", {"archive_size": 4}), ("cma", {"popsize": 4}),
+                                            ("TwoPointsDE", {})])
+def test_seeded_strategies_replay_exactly_through_the_loop(local_ray, family, tmp_path, name, settings):
+    from evolve.config import RunConfig
+    from evolve.loop import SearchLoop
+    from evolve.pool import WorkerPool
+    from evolve.preflight import check_run
+    from evolve.runner import reference_recipes, worker_spec
+    from evolve.store import Store
+    from tests.fixtures.run_configs import config_dict
+
+    store = Store(f"sqlite:///{tmp_path / 'runs.db'}")
+    data = config_dict(family, strategy={"name": name, "seed": 7, "settings": settings},
+                       budget={"max_evaluations": 12}, tasks=[{"name": "analytic", "metric": "score", "weight": 2.0}])
+    checked = check_run(RunConfig.model_validate(data))
+    space = checked.space
+    run = store.create_run("replay", data, seed=7)
+
+    def strategy():
+        return make_strategy(name, space.dimension, 7, num_workers=2, seeds=seed_genomes(space, "auto"),
+                             task_weights={"analytic": 2.0}, space=space, **settings)
+
+    original = strategy()
+    pool = WorkerPool(2, worker_spec(checked))
+    SearchLoop(store, run.id, space, original, pool, 12, None, progress=False,
+               references=reference_recipes(space)).run()
+    pool.shutdown()
+    seeds = [c for c in store.list_candidates(run.id, kind="search") if c.strategy_info.get("origin") == "seed"]
+    assert len(seeds) == len(auto_seeds(space)) == 4  # 2 parents, uniform 1/2 and 1
+    replayed = strategy()
+    pending = SearchLoop(store, run.id, space, replayed, None, 12, None, progress=False).replay()
+    assert pending == []
+    assert replayed.state() == original.state()
+    assert [c.genome for c in replayed.ask(3)] == [c.genome for c in original.ask(3)]
