@@ -105,6 +105,8 @@ class LayerPath:
             raise RecipeError("slices: a layer path lists its steps as single-layer 'slices', not 'models'")
         if recipe.parameters:
             raise RecipeError(f"parameters: a layer path has no global parameters, got {sorted(recipe.parameters)}")
+        if recipe.tokenizer_source not in (None, "base", recipe.base_model):
+            raise RecipeError("tokenizer_source: a layer path takes model A's tokenizer (base_model)")
         steps = []
         for k, sl in enumerate(recipe.slices):
             where = f"slices[{k}]"

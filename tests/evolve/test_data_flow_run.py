@@ -8,7 +8,6 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import ray
 import yaml
@@ -126,8 +125,23 @@ def test_a_data_flow_run_scores_stores_and_exports(pair, tmp_path):
         outcome = runner.start(store, check_run(RunConfig.model_validate(dfs_config(pair))), progress=False)
     finally:
         ray.shutdown()
+    # resume's replay re-derives every stored path from its genome, hash for hash
+    from evolve.loop import SearchLoop
+    from evolve.seeds import seed_genomes
+    from evolve.strategies.registry import make_strategy
+
+    checked = check_run(RunConfig.model_validate(store.get_run(outcome.run_id).config))
+    replayed = make_strategy("cma", checked.space.dimension, 0, num_workers=1, popsize=4, space=checked.space,
+                             seeds=seed_genomes(checked.space, "auto"),
+                             task_weights={t.name: t.weight for t in checked.config.tasks})
+    assert SearchLoop(store, outcome.run_id, checked.space, replayed, None, 5, None, progress=False).replay() == []
+    assert replayed.state()["num_told"] == 5
     board = leaderboard_data(store, outcome.run_id, "validation")
     assert outcome.stats.evaluations == 5 and outcome.stats.failures == 0
+    # the seed (the centre of the box) is model A's own path, scored as a search candidate
+    # beside A's reference without colliding with it in the store
+    searched = [LayerPath.from_recipe(Recipe.from_dict(c.recipe)) for c in store.list_candidates(outcome.run_id, kind="search")]
+    assert [s.layer for s in searched[0].steps] == list(range(LAYERS)) and searched[0].models == (str(pair["a"]),)
     assert set(board["parents"]) == {"base", "variant_0"}
     best = store.get_candidate(board["candidates"][0]["id"])
     recipe = Recipe.from_dict(best.recipe)
