@@ -20,7 +20,8 @@ archive of genomes (default 20), each with its per-sample validation scores ``s_
   models), drawn uniformly among the group starts, 0 included (as the reference draws
   ``randint(0, n)``; split 0 is a whole-model ``SLERP_{1-w}``). The paper splits the ordered
   *layers*, so set a fine ``space.layer_groups`` (one group per layer) for its meaning; with
-  one group the split is always 0. See `slerp_values` for the angle.
+  one group the split is always 0. See `slerp_values` for the angle: over the weight values,
+  or, given ``gram`` (task-vector inner products), exactly that of the merged task vectors.
 - Replacement: a successful child joins; when the archive is over capacity, the member with
   the lowest competition fitness (recomputed with the child) is dropped; among tied least-fit
   members the OLDEST goes (the reference's argmin picks the first row), so the child wins ties.
@@ -167,19 +168,24 @@ def slerp(w: float | np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return slerp_values(w, a, b, np.ones(a.shape, dtype=bool))
 
 
-def slerp_values(w: float | np.ndarray, a: np.ndarray, b: np.ndarray, angle_mask: np.ndarray) -> np.ndarray:
+def slerp_values(
+    w: float | np.ndarray, a: np.ndarray, b: np.ndarray, angle_mask: np.ndarray, gram: np.ndarray | None = None
+) -> np.ndarray:
     """SLERP of two parents' parameter *values*, the angle taken over the merge weights only.
 
     Why this angle: M2N2 SLERPs model parameters. A task-arithmetic merge is
-    ``theta(w) = base + sum_m w_m tau_m`` (per layer group), so the merged task vectors of two
-    parents have ``cos Omega = w_A' G w_B / sqrt(w_A' G w_A * w_B' G w_B)`` with ``G`` the Gram
-    matrix of the task vectors, and SLERP of the task vectors is the same SLERP of the weight
-    vectors (it is linear in w). The weights live in this torch-free genome; ``G`` does not, so
-    we take ``G = I`` (task vectors of equal norm, mutually orthogonal: fine-tunes of one base
-    are nearly so): the angle between the weight values. Densities, ``lambda`` and other
-    non-weight coordinates are not directions of a vector: they stay out of the angle and are
-    interpolated linearly with the same ratio. ``angle_mask`` marks the weight coordinates;
-    with none, or nearly parallel or zero weight vectors, everything is linear.
+    ``theta(w) = base + sum_b sum_m w_bm tau_bm`` (``b`` a (layer group, kind) block, ``tau_bm``
+    model m's task vector on that block's tensors), so two parents' merged task vectors have
+    ``cos Omega = w_A' G w_B / sqrt(w_A' G w_A * w_B' G w_B)`` with ``G`` the Gram matrix of the
+    ``tau_bm`` (block-diagonal: blocks share no tensors), and SLERP of the task vectors *is* the
+    same SLERP of the weight vectors (theta is linear in w). ``gram`` (over the masked
+    coordinates, genome order; `gram_over_weights` builds it) gives that angle exactly, when the
+    driver can measure the task vectors; without it ``G = I`` (task vectors of equal norm,
+    mutually orthogonal: fine-tunes of one base nearly are): the angle between the weight values.
+    Densities, ``lambda`` and other non-weight coordinates are not directions of a vector: they
+    stay out of the angle and are interpolated linearly with the same ratio. ``angle_mask``
+    marks the weight coordinates; with none, or nearly parallel or zero weight vectors,
+    everything is linear.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -188,9 +194,10 @@ def slerp_values(w: float | np.ndarray, a: np.ndarray, b: np.ndarray, angle_mask
     out = (1.0 - w) * a + w * b
     if mask.any():
         aw, bw = a[mask], b[mask]
-        na, nb = np.linalg.norm(aw), np.linalg.norm(bw)
+        g = np.eye(aw.size) if gram is None else np.asarray(gram, dtype=np.float64)
+        na, nb = math.sqrt(max(aw @ g @ aw, 0.0)), math.sqrt(max(bw @ g @ bw, 0.0))
         if na > 0 and nb > 0:
-            omega = float(np.arccos(np.clip(np.dot(aw / na, bw / nb), -1.0, 1.0)))
+            omega = float(np.arccos(np.clip((aw @ g @ bw) / (na * nb), -1.0, 1.0)))
             sin_omega = math.sin(omega)
             if sin_omega > SLERP_PARALLEL:
                 t = w[mask]
@@ -198,7 +205,36 @@ def slerp_values(w: float | np.ndarray, a: np.ndarray, b: np.ndarray, angle_mask
     return out
 
 
-def crossover(p1: np.ndarray, p2: np.ndarray, split: int, w: float, layout: GenomeLayout | None = None) -> np.ndarray:
+def gram_over_weights(space: Any, blocks: Sequence[Sequence[Sequence[float]]]) -> np.ndarray:
+    """The Gram matrix over a `ParameterSpace`'s weight coordinates, from one per block.
+
+    ``blocks[k]``: the (models x models) inner products ``<tau_m, tau_n>`` of the task vectors
+    restricted to the tensors of the k-th (layer group, kind) block, blocks in genome order
+    (group, then kind slot). Measuring them needs the weights (workers); this only assembles.
+    """
+    layout = GenomeLayout.from_space(space)
+    index = [i for i, weight in enumerate(layout.weight_mask) if weight]
+    coords = [space.coordinates[i] for i in index]
+    keys = list(dict.fromkeys((c.group, c.kind) for c in coords))
+    if len(blocks) != len(keys):
+        raise UserError(f"m2n2.gram: {len(blocks)} blocks given, the space has {len(keys)} (layer group, kind) blocks")
+    models = list(space.models)
+    out = np.zeros((len(index), len(index)))
+    for k, key in enumerate(keys):
+        g = np.asarray(blocks[k], dtype=np.float64)
+        if g.shape != (len(models), len(models)):
+            raise UserError(f"m2n2.gram[{k}]: must be {len(models)} x {len(models)}, got shape {g.shape}")
+        rows = [(p, models.index(c.model)) for p, c in enumerate(coords) if (c.group, c.kind) == key]
+        for p, m in rows:
+            for q, n in rows:
+                out[p, q] = g[m, n]
+    return out
+
+
+def crossover(
+    p1: np.ndarray, p2: np.ndarray, split: int, w: float, layout: GenomeLayout | None = None,
+    gram: np.ndarray | None = None,
+) -> np.ndarray:
     """The M2N2 child genome: ratio ``w`` on coordinates ``< split``, ``1 - w`` on the rest.
 
     Genomes are mapped to parameter values through ``layout``'s bounds, mixed by
@@ -210,7 +246,7 @@ def crossover(p1: np.ndarray, p2: np.ndarray, split: int, w: float, layout: Geno
     lower, upper = np.asarray(layout.lower), np.asarray(layout.upper)
     width = upper - lower
     ratio = np.where(np.arange(p1.shape[0]) < split, w, 1.0 - w)
-    values = slerp_values(ratio, lower + p1 * width, lower + p2 * width, np.asarray(layout.weight_mask))
+    values = slerp_values(ratio, lower + p1 * width, lower + p2 * width, np.asarray(layout.weight_mask), gram)
     return np.clip((values - lower) / width, 0.0, 1.0)
 
 
@@ -265,6 +301,7 @@ class M2N2Strategy(Strategy):
         seeds: Sequence[Sequence[float]] = (),
         task_weights: Mapping[str, float] | None = None,
         layout: GenomeLayout | None = None,
+        gram: Sequence[Sequence[float]] | None = None,
     ) -> None:
         super().__init__(dimension, seed, failure_fitness=failure_fitness, seeds=seeds)
         if not isinstance(archive_size, int) or isinstance(archive_size, bool) or archive_size < 2:
@@ -301,6 +338,7 @@ class M2N2Strategy(Strategy):
         self.needs_nonnegative_samples = score_transform == "none"  # minmax takes any scores
         self.task_weights = weights
         self.layout = layout or GenomeLayout.flat(dimension)
+        self.gram = None if gram is None else self._checked_gram(gram)
         self._initial_pending: set[str] = set()  # seeds and random starters in flight
         self._archive: list[str] = []        # member ids, in order of entry
         self._raw: dict[str, np.ndarray] = {}  # member id -> untransformed sample scores
@@ -334,12 +372,23 @@ class M2N2Strategy(Strategy):
         split = int(points[self.rng.integers(0, len(points))]) if self.use_split else self.dimension
         w = float(self.rng.random())
         id1, id2 = self._archive[i], self._archive[j]
-        child = crossover(self.candidate(id1).array, self.candidate(id2).array, split, w, self.layout)
+        child = crossover(self.candidate(id1).array, self.candidate(id2).array, split, w, self.layout, self.gram)
         if self.mutation_std > 0:
             child = np.clip(child + self.rng.normal(0.0, self.mutation_std, self.dimension), 0.0, 1.0)
         generation = 1 + max(self._generations[id1], self._generations[id2])
         info = {"origin": "child", "split": split, "w": w, "generation": generation}
         return Proposal(child, parents=(id1, id2), info=info)
+
+    def _checked_gram(self, gram: Sequence[Sequence[float]]) -> np.ndarray:
+        k = sum(self.layout.weight_mask)
+        try:
+            g = np.asarray(gram, dtype=np.float64)
+        except (TypeError, ValueError):
+            g = np.full(0, np.nan)
+        if g.shape != (k, k) or not np.all(np.isfinite(g)) or not np.allclose(g, g.T) or np.any(np.diag(g) < 0):
+            raise UserError(f"m2n2.gram: must be a symmetric {k} x {k} matrix of task-vector inner products over "
+                            "the weight coordinates (see m2n2.gram_over_weights)")
+        return g
 
     def _random(self) -> Proposal:
         return Proposal(self.rng.random(self.dimension), info={"origin": "random", "generation": 0})
@@ -442,6 +491,7 @@ class M2N2Strategy(Strategy):
             "alpha": self.alpha,
             "attraction": self.use_attraction,
             "split": self.use_split,
+            "gram": self.gram is not None,
             "random_fill": self.random_fill,
             "score_transform": self.score_transform,
             "task_weights": dict(self.task_weights),

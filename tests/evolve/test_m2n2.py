@@ -17,6 +17,8 @@ from evolve.strategies.m2n2 import (
     check_samples_nonnegative,
     competition_fitness,
     crossover,
+    gram_over_weights,
+    slerp,
     slerp_values,
 )
 from evolve.strategies.nevergrad_strategy import CMAStrategy
@@ -178,6 +180,34 @@ def test_slerp_angle_is_taken_over_weight_values_and_densities_mix_linearly():
     np.testing.assert_allclose(other[[0, 2]], child[[0, 2]])
     # a genome-space angle would differ: (1, 0, 0, 1) vs (0, 1, 0.5, 0) are not orthogonal in the weights' sense
     np.testing.assert_allclose(slerp_values(0.5, np.ones(2), np.ones(2), np.zeros(2, bool)), [1.0, 1.0])
+
+
+def test_the_gram_angle_is_the_angle_of_the_merged_task_vectors():
+    g = np.array([[1.0, 0.5], [0.5, 1.0]])  # cos(tau_a, tau_b) = 1/2
+    child = slerp_values(0.5, np.array([1.0, 0.0]), np.array([0.0, 1.0]), np.ones(2, bool), g)
+    c = math.sin(math.pi / 6) / math.sin(math.pi / 3)  # Omega = pi/3, not the pi/2 of G = I
+    np.testing.assert_allclose(child, [c, c])
+    # against explicit task vectors: SLERP of the merged task vectors = the merge of the child's weights
+    rng = np.random.default_rng(0)
+    tau = rng.normal(size=(3, 50))                     # 3 models' task vectors, 50 parameters
+    wa, wb = rng.random(3), rng.random(3)
+    for t in (0.2, 0.7):
+        weights = slerp_values(t, wa, wb, np.ones(3, bool), tau @ tau.T)
+        np.testing.assert_allclose(weights @ tau, slerp(t, wa @ tau, wb @ tau), atol=1e-12)
+
+
+def test_gram_over_weights_assembles_the_blocks_in_genome_order():
+    sp = space(merge_method="ties", models=["zoo/a", "zoo/b"], layer_groups=2,
+               search={"weight": [0.0, 1.0], "density": [0.1, 1.0]})
+    g0, g1 = [[1.0, 0.2], [0.2, 2.0]], [[3.0, 0.0], [0.0, 4.0]]
+    full = gram_over_weights(sp, [g0, g1])   # weight coordinates: a.g0, b.g0, a.g1, b.g1
+    np.testing.assert_array_equal(full, [[1.0, 0.2, 0, 0], [0.2, 2.0, 0, 0], [0, 0, 3.0, 0], [0, 0, 0, 4.0]])
+    s = make_strategy("m2n2", sp.dimension, 0, space=sp, gram=full.tolist())
+    assert s.state()["gram"] is True
+    with pytest.raises(UserError, match="2 blocks given|1 blocks given"):
+        gram_over_weights(sp, [g0])
+    with pytest.raises(UserError, match="m2n2.gram: must be a symmetric 4 x 4"):
+        make_strategy("m2n2", sp.dimension, 0, space=sp, gram=[[1.0]])
 
 
 # -- 5. presets ------------------------------------------------------------------------------------
