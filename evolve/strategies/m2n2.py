@@ -12,13 +12,13 @@ archive of genomes (default 20), each with its per-sample validation scores ``s_
 - Parent 1 is drawn proportionally to ``f``. Parent 2 is drawn proportionally to the
   attraction ``g(A, B) = sum_j c_j max(s_Bj - s_Aj, 0) / (z_j + eps)`` over the other members
   (uniformly among them when nobody attracts); with attraction off it is drawn, like parent 1,
-  proportionally to ``f``, independently and with replacement (the reference's
-  ``choice(..., shape=(2,), p=f/sum f)``), so it may be parent 1 itself.
+  proportionally to ``f``, independently and with replacement, so it may be parent 1 itself
+  (whose child is then parent 1 again).
 - Child: a split point and a mix ratio ``w ~ U(0, 1)``; coordinates before the split take
   ``SLERP_w(p1, p2)``, the rest ``SLERP_{1-w}``. Split points lie on layer-group boundaries
   (`GenomeLayout.split_points`: both sides are whole layer groups, never part of a group's
-  models), drawn uniformly among the group starts, 0 included (as the reference draws
-  ``randint(0, n)``; split 0 is a whole-model ``SLERP_{1-w}``). The paper splits the ordered
+  models), drawn uniformly among the group starts, 0 included (split 0 is a whole-model
+  ``SLERP_{1-w}``; with ``split`` off every coordinate takes ``SLERP_w``). The paper splits the ordered
   *layers*, so set a fine ``space.layer_groups`` (one group per layer) for its meaning; with
   one group the split is always 0. See `slerp_values` for the angle: over the weight values,
   or, given ``gram`` (task-vector inner products), exactly that of the merged task vectors.
