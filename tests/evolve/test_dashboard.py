@@ -17,7 +17,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
 from evolve.report import compare_data
 from evolve.store import CandidateKind, Store, StoreError
@@ -242,47 +241,45 @@ def test_the_store_is_opened_read_only(run, postgres_server):
             ro.create_run("nope", {})
 
 
-def test_run_page_updates_live_while_the_run_goes(family, tmp_path, browser, shots):
-    """A run launched with `evolve run`; the open page follows it by polling, without a reload."""
-    db = tmp_path / "live.db"
-    config = tmp_path / "live.yaml"
-    config.write_text(yaml.safe_dump(m2n2_config(family, name="live", budget={"max_evaluations": 12},
-                                                 evaluation={"engine_kwargs": {"delay": 0.8}})))
-    url = f"sqlite:///{db}"
-    runner = subprocess.Popen([sys.executable, "-m", "evolve.cli", "run", str(config), "--store", url, "--quiet"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def test_run_page_updates_live_while_the_run_goes(run, tmp_path, browser, shots, family):
+    """A run driven by the real runner in a background thread (on the Ray cluster the shared run
+    started); the open page follows it by polling, without a reload."""
+    import threading
+
+    from evolve import runner
+    from evolve.config import RunConfig
+    from evolve.preflight import check_run
+
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    store = Store(url)
+    checked = check_run(RunConfig.model_validate(m2n2_config(family, name="live", budget={"max_evaluations": 8},
+                                                             evaluation={"engine_kwargs": {"delay": 0.4}})))
+    outcome: list = []
+    driver = threading.Thread(target=lambda: outcome.append(runner.start(store, checked, progress=False)))
+    driver.start()
     server = None
     try:
-        deadline = time.monotonic() + 120
-        run_id = None
-        while run_id is None and time.monotonic() < deadline:
-            assert runner.poll() is None, runner.stderr.read()
-            try:
-                with Store(url, read_only=True) as probe:
-                    runs = probe.list_runs()
-                    run_id = runs[0].id if runs else None
-            except StoreError:
-                pass
-            time.sleep(0.3)
-        assert run_id, "the run never appeared in the store"
+        deadline = time.monotonic() + 60
+        while not store.list_runs() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (live,) = store.list_runs()
         server = Server(url)
         page = browser.new_page()
-        page.goto(f"{server.base}/runs/{run_id}")
+        page.goto(f"{server.base}/runs/{live.id}")
         page.evaluate("window.__sameDocument = true")
         first = int(page.inner_text("#done"))
-        assert page.inner_text("#status") == "RUNNING" and first < 12
-        page.wait_for_function(f"+document.getElementById('done').textContent > {first}", timeout=90_000)
+        assert page.inner_text("#status") == "RUNNING" and first < 8
+        page.wait_for_function(f"+document.getElementById('done').textContent > {first}", timeout=60_000)
         page.screenshot(path=str(shots / "live-running.png"), full_page=True)
-        page.wait_for_function("document.getElementById('status').textContent === 'FINISHED'", timeout=120_000)
+        page.wait_for_function("document.getElementById('status').textContent === 'FINISHED'", timeout=90_000)
         assert page.evaluate("window.__sameDocument") is True  # updated in place, never reloaded
-        assert page.inner_text("#done") == "12"
-        assert len(page.evaluate("document.getElementById('history-n').data[1].y")) == 12
+        assert page.inner_text("#done") == "8"
+        assert len(page.evaluate("document.getElementById('history-n').data[1].y")) == 8
         page.screenshot(path=str(shots / "live-finished.png"), full_page=True)
         page.close()
-        assert runner.wait(120) == 0
+        driver.join(60)
+        assert outcome and outcome[0].run_id == live.id
     finally:
-        if runner.poll() is None:
-            runner.terminate()
-            runner.wait(30)
+        driver.join(120)
         if server is not None:
             server.stop()
