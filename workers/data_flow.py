@@ -204,6 +204,10 @@ def write_path_model(recipe: Recipe | LayerPath, out: str | Path, *, pad_to: int
     by_name = dict(zip((e.name for e in entries), merges))
     plan = MergePlan(path.to_recipe(), None, merges, path_config(path, a.config, pad_to), a,  # type: ignore[arg-type]
                      parents=list(path.models))
+    extra_files = dict(extra_files or {})
+    if "README.md" in extra_files and "## Layer path" not in extra_files["README.md"]:
+        # a caller's own model card: the path is drawn in it all the same
+        extra_files["README.md"] = extra_files["README.md"].rstrip("\n") + "\n\n" + draw_section(path) + "\n"
     readers = {m: c.reader() for m, c in checkpoints.items()}
     try:
         tensors = ((by_name[e.name], t) for e, t in _stream(entries, lambda m, n: readers[m].read(n)))
@@ -212,6 +216,12 @@ def write_path_model(recipe: Recipe | LayerPath, out: str | Path, *, pad_to: int
     finally:
         for reader in readers.values():
             reader.close()
+
+
+def draw_section(path: LayerPath) -> str:
+    """The model card's "Layer path" section: slot, source model (A or B), layer, scale."""
+    names = {m: f"{'AB'[i] if i < 2 else i}:{Path(m).name}" for i, m in enumerate(path.models)}
+    return "\n".join(["## Layer path", "", "```text", path.draw(names), "```"])
 
 
 def padded_reference(model_a: str, depth: int, out: str | Path) -> Path:

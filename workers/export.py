@@ -157,9 +157,9 @@ def model_card(recipe: Recipe, parents: list[str], extra: dict[str, Any]) -> str
         "",
     ]
     if is_data_flow(recipe):  # the layer path, drawn: slot, source model, layer, scale
-        path = LayerPath.from_recipe(recipe)
-        names = {m: f"{'AB'[i] if i < 2 else i}:{Path(m).name}" for i, m in enumerate(path.models)}
-        lines += ["## Layer path", "", "```text", path.draw(names), "```", ""]
+        from workers.data_flow import draw_section
+
+        lines += [draw_section(LayerPath.from_recipe(recipe)), ""]
     if extra.get("scores"):
         lines += ["## Scores", "", "| task | metric | value |", "|---|---|---|"]
         for task, metrics in extra["scores"].items():

@@ -132,6 +132,10 @@ def test_folded_model_is_a_plain_checkpoint(name, families, tmp_path):
     assert not info["missing_keys"] and not info["unexpected_keys"]
     recorded = LayerPath.from_recipe(Recipe.from_file(out / "evolve_recipe.yaml"))
     assert recorded.steps == path.steps
+    card = (out / "README.md").read_text()
+    assert "## Layer path" in card and "   1  B:variant_0      1   1.7000" in card
+    own = write_path_model(path, tmp_path / "own", extra_files={"README.md": "# my card\n"}).joinpath("README.md")
+    assert own.read_text().startswith("# my card") and "   3  A:base           2   2.5000" in own.read_text()
     assert (out / "tokenizer.json").is_file()
 
 
