@@ -29,9 +29,9 @@ def check_data_flow_run(config: RunConfig, fail) -> Any:
 
     dfs = config.data_flow
     assert dfs is not None
-    if config.evaluation.backend != "hf":
-        raise fail(("evaluation", "backend"), f"'{config.evaluation.backend}' cannot score layer paths yet; "
-                                              "data-flow search runs on the 'hf' backend")
+    if config.evaluation.backend not in ("hf", "vllm"):
+        raise fail(("evaluation", "backend"), f"'{config.evaluation.backend}' cannot score layer paths; "
+                                              "data-flow search runs on the 'hf' or 'vllm' backend")
     paths, needs_zoo = _model_paths(config, fail)
     a, b = paths[config.models.base], paths[config.models.sources[0]]
     if needs_zoo:

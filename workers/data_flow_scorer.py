@@ -3,7 +3,7 @@
 The live model starts from A padded with identity layers to ``max_path_length`` (written once
 per worker into a cache folder keyed by A and the depth, never per candidate); each candidate
 path is then folded and written in place by `workers.data_flow.DataFlowSources`, the unused
-slots zeroed. No engine restart and no disk per candidate. HF backend only for now.
+slots zeroed. No engine restart and no disk per candidate. HF and vLLM backends.
 """
 
 from __future__ import annotations
@@ -51,11 +51,16 @@ class DataFlowCandidateScorer(CandidateScorer):
         from workers.scoring.hf import HFBackend
 
         self.settings = EvalSettings.from_dict(settings)
-        if self.settings.backend != "hf":
-            raise UserError(f"evaluation.backend: data-flow search scores on 'hf' for now, not "
+        if self.settings.backend not in ("hf", "vllm"):
+            raise UserError(f"evaluation.backend: data-flow search scores on 'hf' or 'vllm', not "
                             f"'{self.settings.backend}'")
         self.tasks = [TaskSpec.from_dict(t) for t in tasks]
         reference = padded_reference_cached(models[0], max_path_length, Path(cache_dir) if cache_dir else None)
-        sources = DataFlowSources(list(models), self.settings.device)
-        backend = HFBackend(list(models), self.settings, reference=str(reference), sources=sources)
+        if self.settings.backend == "vllm":
+            from workers.data_flow_vllm import DataFlowVLLMBackend
+
+            backend = DataFlowVLLMBackend(list(models), self.settings, reference=str(reference))
+        else:
+            sources = DataFlowSources(list(models), self.settings.device)
+            backend = HFBackend(list(models), self.settings, reference=str(reference), sources=sources)
         self.scorer = Scorer(backend, self.settings)

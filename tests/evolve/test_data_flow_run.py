@@ -69,8 +69,8 @@ CASES = {
                    r"data_flow\.max_path_length: 99 exceeds the 12 slots plus the two fixed ends"),
     "two sources": (lambda p: {"models": {"base": str(p["a"]), "sources": [str(p["b"]), str(p["qwen"])]}},
                     r"data_flow: searches layer paths over two models"),
-    "backend": (lambda p: {"evaluation": {"backend": "vllm", "include_path": str(p["tasks"])}},
-                r"evaluation\.backend: 'vllm' cannot score layer paths yet"),
+    "backend": (lambda p: {"evaluation": {"backend": "analytic"}},
+                r"evaluation\.backend: 'analytic' cannot score layer paths"),
     "scale range": (lambda p: {"data_flow": {"scale_range": [1.0, 2.0]}},
                     r"data_flow\.scale_range: \[1\.0, 2\.0\] must satisfy 0 < lower < 1 < upper"),
 }
