@@ -10,6 +10,7 @@ own load-time conversion (`LivePlacement`), so fused parameters (MoE experts) ar
 from __future__ import annotations
 
 import copy
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
@@ -36,6 +37,17 @@ class ResidentSources:
                     for name in ckpt.index
                 }
         self._plans: OrderedDict[str, MergePlan] = OrderedDict()
+        self._placements: dict[tuple[int, tuple[str, ...]], tuple[weakref.ref, LivePlacement]] = {}
+
+    def _placement(self, model: torch.nn.Module, names: tuple[str, ...]) -> LivePlacement:
+        """One placement per live model and name set (building one runs every rename regex);
+        held by weak reference, so a closed backend's model is freed."""
+        key = (id(model), names)
+        cached = self._placements.get(key)
+        if cached is None or cached[0]() is not model:
+            self._placements = {k: v for k, v in self._placements.items() if v[0]() is not None}
+            cached = self._placements[key] = (weakref.ref(model), LivePlacement(model, list(names)))
+        return cached[1]
 
     def get(self, ref: TensorRef) -> torch.Tensor:
         return self.tensors[ref.model][ref.name]
@@ -71,7 +83,7 @@ class ResidentSources:
         params = dict(model.named_parameters())
         params.update(dict(model.named_buffers()))
         tied = getattr(model.config, "tie_word_embeddings", False) if hasattr(model, "config") else False
-        placement = LivePlacement.of(model, [m.name for m in self.plan(recipe).merges])
+        placement = self._placement(model, tuple(m.name for m in self.plan(recipe).merges))
         seen = set()
 
         def put(name: str, tensor: torch.Tensor, source: str) -> None:
@@ -84,8 +96,9 @@ class ResidentSources:
             target.copy_(tensor)
             seen.add(name)
 
+        pending: dict[str, dict[str, torch.Tensor]] = {}  # fused groups still missing members
         for name, tensor in self.merged(recipe):
-            for live_name, live_tensor in placement.place(name, tensor):
+            for live_name, live_tensor in placement.place(name, tensor, model, pending):
                 put(live_name, live_tensor, name)
         missing = [n for n, _ in model.named_parameters() if n not in seen and not (tied and n == "lm_head.weight")]
         if missing:
@@ -106,11 +119,9 @@ class LivePlacement:
     """
 
     def __init__(self, model: torch.nn.Module, names: list[str]):
-        self.model = model
         self.direct: dict[str, str] = {}
         self.groups: dict[str, tuple[Any, list[tuple[str, str]]]] = {}  # live key -> (converter, members)
         self.group_of: dict[str, str] = {}
-        self._pending: dict[str, dict[str, torch.Tensor]] = {}
         try:
             from transformers import PreTrainedModel
             from transformers.conversion_mapping import get_model_conversion_mapping
@@ -140,35 +151,23 @@ class LivePlacement:
         for key, group in members.items():
             self.groups[key] = (by_pattern[group[0][1]], group)
 
-    _cache: dict[tuple[int, tuple[str, ...]], LivePlacement] = {}
-
-    @classmethod
-    def of(cls, model: torch.nn.Module, names: list[str]) -> LivePlacement:
-        """One placement per live model and name set (building one runs every rename regex)."""
-        key = (id(model), tuple(names))
-        placement = cls._cache.get(key)
-        if placement is None or placement.model is not model:
-            placement = cls._cache[key] = cls(model, names)
-            if len(cls._cache) > 16:
-                cls._cache.pop(next(iter(cls._cache)))
-        placement._pending.clear()
-        return placement
-
-    def place(self, name: str, tensor: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
-        """The live ``(parameter, tensor)`` pairs that checkpoint tensor ``name`` completes."""
+    def place(self, name: str, tensor: torch.Tensor, model: torch.nn.Module,
+              pending: dict[str, dict[str, torch.Tensor]]) -> list[tuple[str, torch.Tensor]]:
+        """The live ``(parameter, tensor)`` pairs of ``model`` that checkpoint tensor ``name``
+        completes; members of a fused group wait in ``pending`` (one dict per apply)."""
         if name in self.direct:
             return [(self.direct[name], tensor)]
         key = self.group_of.get(name)
         if key is None:
             return [(name, tensor)]  # unknown to the model: the caller refuses it by name
-        pending = self._pending.setdefault(key, {})
-        pending[name] = tensor
+        group = pending.setdefault(key, {})
+        group[name] = tensor
         template, members = self.groups[key]
-        if len(pending) < len(members):
+        if len(group) < len(members):
             return []
-        del self._pending[key]
+        del pending[key]
         converter = copy.deepcopy(template)
         for member, pattern in members:
-            converter.add_tensor(key, member, pattern, pending[member])
-        out = converter.convert(key, model=self.model, config=self.model.config)
+            converter.add_tensor(key, member, pattern, group[member])
+        out = converter.convert(key, model=model, config=model.config)
         return [(k, v[0] if isinstance(v, list) else v) for k, v in out.items()]

@@ -67,3 +67,24 @@ def test_fused_moe_experts_are_written_where_from_pretrained_puts_them(tmp_path)
     assert set(got) == set(want)
     for name, tensor in want.items():
         assert torch.equal(got[name], tensor), name
+
+
+def test_the_sources_do_not_keep_a_closed_live_model_alive(family):
+    """The name placement is cached per live model, by weak reference: a backend that drops its
+    model (HFBackend.close) frees it, memory included."""
+    import gc
+    import weakref
+
+    from transformers import AutoModelForCausalLM
+
+    sources = ResidentSources([str(p) for p in family[1:]])
+    recipe = Recipe.from_dict({"merge_method": "linear", "models": [
+        {"model": str(family[1]), "parameters": {"weight": 1.0}}]})
+    model = AutoModelForCausalLM.from_pretrained(family[0])
+    sources.apply(recipe, model)
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None
+    again = AutoModelForCausalLM.from_pretrained(family[0])  # a new live model gets its own placement
+    sources.apply(recipe, again)
