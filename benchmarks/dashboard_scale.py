@@ -117,7 +117,7 @@ def main() -> None:
                 time.sleep(0.2)
         pages = {"runs list": "/", "run page": f"/runs/{run_id}", "run JSON (live poll)": f"/api/runs/{run_id}",
                  "candidate page": f"/candidates/{ids[-1]}", "compare page": f"/compare?a={ids[-1]}&b={ids[0]}"}
-        ready = {"run page": "document.querySelector('#parallel .parcoords') && document.querySelector('#timeline .bars')",
+        ready = {"run page": "document.querySelector('#parallel .parcoords') && document.getElementById('timeline').data",
                  "candidate page": "document.getElementById('heatmap').data",
                  "compare page": "document.getElementById('compare-chart').data", "runs list": "true"}
         table = Table(title=f"dashboard over {len(ids)} candidates")

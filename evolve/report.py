@@ -94,21 +94,24 @@ def recipe_rows(recipe: dict[str, Any]) -> list[dict[str, Any]]:
 # -- runs ------------------------------------------------------------------------------------------
 def runs_data(store: Store) -> list[dict[str, Any]]:
     """One row per run: id, name, status, budget used, best fitness, created, last heartbeat."""
-    rows = []
-    for run in store.list_runs():
-        evaluations = store.list_evaluations(run.id)
-        searched = {c.id for c in store.list_candidates(run.id, kind=CandidateKind.SEARCH)}
-        done = sum(1 for e in evaluations if e.candidate_id in searched and e.status == EvaluationStatus.COMPLETE)
-        fitness = [e.fitness for e in evaluations if e.candidate_id in searched and e.status == EvaluationStatus.COMPLETE
-                   and e.fitness is not None and math.isfinite(e.fitness)]
-        board = store.leaderboard(run.id, split="validation", limit=1)
-        budget = (run.config.get("budget") or {}).get("max_evaluations")
-        rows.append({"id": run.id, "name": run.name, "status": run.status.value,
-                     "created": _iso(run.created_at), "last_heartbeat": _iso(run.heartbeat_at),
-                     "evaluations": len(evaluations), "budget_used": done, "budget": budget,
-                     "best_fitness": max(fitness) if fitness else None,
-                     "best_validation": _num(board[0].score) if board else None})
-    return rows
+    return [run_row(store, run) for run in store.list_runs()]
+
+
+def run_row(store: Store, run: Any, candidates: list[CandidateRecord] | None = None,
+            evaluations: list[EvaluationRecord] | None = None) -> dict[str, Any]:
+    """`runs_data`'s row of one run (from already fetched candidates and evaluations, if given)."""
+    candidates = store.list_candidates(run.id) if candidates is None else candidates
+    evaluations = store.list_evaluations(run.id) if evaluations is None else evaluations
+    searched = {c.id for c in candidates if c.kind == CandidateKind.SEARCH}
+    complete = [e for e in evaluations if e.status == EvaluationStatus.COMPLETE]
+    fitness = [e.fitness for e in complete if e.candidate_id in searched and _num(e.fitness) is not None]
+    validation = [v for e in complete if _num(v := (e.scores or {}).get("validation")) is not None]
+    budget = (run.config.get("budget") or {}).get("max_evaluations")
+    return {"id": run.id, "name": run.name, "status": run.status.value,
+            "created": _iso(run.created_at), "last_heartbeat": _iso(run.heartbeat_at),
+            "evaluations": len(evaluations), "budget_used": sum(1 for e in complete if e.candidate_id in searched),
+            "budget": budget, "best_fitness": max(fitness) if fitness else None,
+            "best_validation": max(validation) if validation else None}
 
 
 def print_runs(store: Store, fmt: str = "table") -> list[dict[str, Any]]:
@@ -135,20 +138,22 @@ def _merge_estimate(evaluations: list[EvaluationRecord], worker: str) -> float:
     return statistics.median(own or every or [0.0])
 
 
-def status_data(store: Store, run_id: str) -> dict[str, Any]:
+def status_data(store: Store, run_id: str, candidates: list[CandidateRecord] | None = None,
+                evaluations: list[EvaluationRecord] | None = None) -> dict[str, Any]:
     """Progress of one run: done/budget, best so far, rate, ETA, failures and each worker's state.
 
     A worker is busy while it holds a RUNNING evaluation; it counts as ``merging`` until that
     evaluation is older than the worker's median merge time, then ``evaluating``.
     """
     run = store.get_run(run_id)
-    candidates = {c.id: c for c in store.list_candidates(run_id)}
-    evaluations = store.list_evaluations(run_id)
-    searched = [e for e in evaluations if candidates[e.candidate_id].kind == CandidateKind.SEARCH]
+    kinds = {c.id: c.kind for c in (store.list_candidates(run_id) if candidates is None else candidates)}
+    evaluations = store.list_evaluations(run_id) if evaluations is None else evaluations
+    searched = [e for e in evaluations if kinds.get(e.candidate_id) == CandidateKind.SEARCH]
     done = [e for e in searched if e.status == EvaluationStatus.COMPLETE]
     failures = [e for e in evaluations if e.status in (EvaluationStatus.FAILED, EvaluationStatus.STALE)]
-    board = store.leaderboard(run_id, split="validation")
-    best = next((b for b in board if b.candidate.kind == CandidateKind.SEARCH), None)
+    ranked = [e for e in done if _num((e.scores or {}).get("validation")) is not None]
+    top = max(ranked, key=lambda e: e.scores["validation"], default=None)  # first of equals, as the leaderboard
+    best = None if top is None else {"id": top.candidate_id, "fitness": top.scores["validation"]}
     budget = (run.config.get("budget") or {}).get("max_evaluations")
     finished = [e.finished_at for e in done if e.finished_at is not None]
     rate = eta = None
@@ -172,7 +177,7 @@ def status_data(store: Store, run_id: str) -> dict[str, Any]:
                        state="merging" if age < _merge_estimate(evaluations, name) else "evaluating")
         workers.append(row)
     return {"run": run.id, "name": run.name, "status": run.status.value, "evaluations_done": len(done),
-            "budget": budget, "best": None if best is None else {"id": best.candidate.id, "fitness": _num(best.score)},
+            "budget": budget, "best": best,
             "evaluations_per_hour": rate, "eta_seconds": eta, "failures": len(failures),
             "last_heartbeat": _iso(run.heartbeat_at), "error": run.error, "workers": workers}
 
@@ -310,13 +315,14 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- one candidate ---------------------------------------------------------------------------------
-def lineage(store: Store, candidate: CandidateRecord, depth: int = 8) -> list[dict[str, Any]]:
-    """Ancestors breadth-first (parents, grandparents, ...), each with its generation and parents."""
+def lineage(store: Store, candidate: CandidateRecord, depth: int = 6, limit: int = 64) -> list[dict[str, Any]]:
+    """Ancestors breadth-first (parents, grandparents, ...), each with its generation and parents;
+    at most ``depth`` levels and ``limit`` ancestors."""
     out, seen, frontier = [], {candidate.id}, list(candidate.parents)
     for level in range(1, depth + 1):
         following: list[str] = []
         for cid in frontier:
-            if cid in seen:
+            if cid in seen or len(out) >= limit:
                 continue
             seen.add(cid)
             c = store.get_candidate(cid)

@@ -44,6 +44,7 @@ def create_app(store_url: str, token: str | None = None, poll_seconds: float = 2
     from evolve.store import NotFoundError, Store
 
     store = Store(store_url, read_only=True)
+    views = data.ViewCache(store, ttl=poll_seconds)
     script = plotly_js()
     app = FastAPI(title="evolve dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = store
@@ -88,11 +89,11 @@ def create_app(store_url: str, token: str | None = None, poll_seconds: float = 2
 
     @app.get("/", response_class=HTMLResponse)
     def runs_page() -> str:
-        return pages.runs_page(data.runs_data(store), poll_seconds)
+        return pages.runs_page(views.runs(), poll_seconds)
 
     @app.get("/runs/{run_id}", response_class=HTMLResponse)
     def run_page(run_id: str) -> str:
-        return pages.run_page(data.run_view(store, run_id), poll_seconds)
+        return pages.run_page(views.run_view(run_id), poll_seconds)
 
     @app.get("/candidates/{candidate_id}", response_class=HTMLResponse)
     def candidate_page(candidate_id: str) -> str:
@@ -104,11 +105,11 @@ def create_app(store_url: str, token: str | None = None, poll_seconds: float = 2
 
     @app.get("/api/runs")
     def api_runs() -> list[dict[str, Any]]:
-        return data.runs_data(store)
+        return views.runs()
 
     @app.get("/api/runs/{run_id}")
     def api_run(run_id: str) -> dict[str, Any]:
-        return data.run_view(store, run_id)
+        return views.run_view(run_id)
 
     @app.get("/api/candidates/{candidate_id}")
     def api_candidate(candidate_id: str) -> dict[str, Any]:

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 
-from evolve.report import SPLITS, candidate_data, compare_data, runs_data, status_data, task_scores
-from evolve.store import CandidateKind, EvaluationStatus, Store
+from evolve.report import SPLITS, candidate_data, compare_data, run_row, runs_data, status_data, task_scores
+from evolve.store import CandidateKind, EvaluationStatus, RunStatus, Store
 from search_spaces.parameter_space import ParameterSpace
 
-TIMELINE_LIMIT = 3000  # most recent evaluations drawn on the worker timeline
+TIMELINE_LIMIT = 2000  # most recent evaluations drawn on the worker timeline
 
 
 def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _r(value: float | None) -> float | None:
+    """Six significant digits: what a chart can show, a third of the JSON."""
+    return None if value is None else float(f"{value:.6g}")
 
 
 def coordinates_of(config: dict[str, Any], dimension: int) -> list[dict[str, Any]]:
@@ -61,12 +69,18 @@ def importance(values: np.ndarray, fitness: np.ndarray, bins: int = 8) -> tuple[
     return corr, eta
 
 
+def _columns(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, list[Any]]:
+    """Rows as one list per key: the compact JSON form charts take."""
+    return {k: [r[k] for r in rows] for k in keys}
+
+
 def run_view(store: Store, run_id: str) -> dict[str, Any]:
     """Everything the run page draws: progress, history, scatter, coordinates, importance, tasks, timeline."""
     run = store.get_run(run_id)
-    status = status_data(store, run_id)
-    candidates = {c.id: c for c in store.list_candidates(run_id)}
+    listed = store.list_candidates(run_id)
     evaluations = store.list_evaluations(run_id)
+    status = status_data(store, run_id, listed, evaluations)
+    candidates = {c.id: c for c in listed}
     start = run.created_at
     searched = [c for c in candidates.values() if c.kind == CandidateKind.SEARCH]
     complete = {e.candidate_id: e for e in evaluations if e.status == EvaluationStatus.COMPLETE}
@@ -78,12 +92,12 @@ def run_view(store: Store, run_id: str) -> dict[str, Any]:
         fit = _finite(e.fitness)
         if fit is not None and fit > best:
             best = fit
-        history.append({"n": i, "t": ((e.finished_at or e.created_at) - start).total_seconds(), "fitness": fit,
-                        "best": None if best == -math.inf else best, "id": e.candidate_id})
+        history.append({"n": i, "t": _r(((e.finished_at or e.created_at) - start).total_seconds()), "fitness": _r(fit),
+                        "best": None if best == -math.inf else _r(best)})
 
     failed = {e.candidate_id for e in evaluations if e.status == EvaluationStatus.FAILED}
     scatter = [{"id": c.id, "number": c.number, "generation": c.generation,
-                "fitness": _finite(complete[c.id].fitness) if c.id in complete else None,
+                "fitness": _r(_finite(complete[c.id].fitness)) if c.id in complete else None,
                 "state": "complete" if c.id in complete else "failed" if c.id in failed else "pending"}
                for c in searched]
 
@@ -120,22 +134,25 @@ def run_view(store: Store, run_id: str) -> dict[str, Any]:
             continue
         t0 = (e.started_at - start).total_seconds()
         if e.status == EvaluationStatus.RUNNING:
-            timeline.append({"worker": e.worker, "phase": "running", "start": t0,
-                             "seconds": (now - e.started_at).total_seconds(), "id": e.candidate_id})
+            timeline.append({"worker": e.worker, "phase": "running", "start": _r(t0),
+                             "seconds": _r((now - e.started_at).total_seconds()), "id": e.candidate_id})
             continue
         merge = e.merge_seconds or 0.0
         evaluate = e.eval_seconds
         if evaluate is None and e.finished_at is not None:
             evaluate = max((e.finished_at - e.started_at).total_seconds() - merge, 0.0)
-        timeline.append({"worker": e.worker, "phase": "merge", "start": t0, "seconds": merge, "id": e.candidate_id})
+        timeline.append({"worker": e.worker, "phase": "merge", "start": _r(t0), "seconds": _r(merge),
+                         "id": e.candidate_id})
         timeline.append({"worker": e.worker, "phase": "failed" if e.status != EvaluationStatus.COMPLETE else "eval",
-                         "start": t0 + merge, "seconds": evaluate or 0.0, "id": e.candidate_id})
+                         "start": _r(t0 + merge), "seconds": _r(evaluate or 0.0), "id": e.candidate_id})
     return {"run": {"id": run.id, "name": run.name, "status": run.status.value, "created": run.created_at.isoformat(),
                     "strategy": (run.config.get("strategy") or {}).get("name"),
                     "method": (run.config.get("space") or {}).get("merge_method")},
-            "status": status, "history": history, "scatter": scatter,
-            "coordinates": per_coordinate, "parallel": {"values": values.T.tolist(), "fitness": fitness.tolist(),
-                                                        "ids": [c.id for c in scored]},
+            "status": status, "history": _columns(history, ("n", "t", "fitness", "best")),
+            "scatter": _columns(scatter, ("id", "number", "generation", "fitness", "state")),
+            "coordinates": per_coordinate,
+            "parallel": {"values": [[float(f"{v:.4g}") for v in col] for col in values.T.tolist()],
+                         "fitness": [_r(v) for v in fitness.tolist()]},
             "importance": grouped, "tasks": tasks_table, "timeline": timeline,
             "version": len(evaluations) * 1000 + sum(e.status.is_finished for e in evaluations)}
 
@@ -158,4 +175,44 @@ def candidate_view(store: Store, candidate_id: str) -> dict[str, Any]:
     return {**data, "heatmaps": heatmaps}
 
 
-__all__ = ["candidate_view", "compare_data", "run_view", "runs_data"]
+class ViewCache:
+    """Per-run views, recomputed only when the run can have changed.
+
+    A run that is not RUNNING is reused until its status, update time or heartbeat moves; a
+    RUNNING one at most every ``ttl`` seconds (and never more often than twice its own
+    compute time), so many open pages cost one computation per interval.
+    """
+
+    def __init__(self, store: Store, ttl: float):
+        self.store = store
+        self.ttl = ttl
+        self._entries: dict[tuple[str, str], tuple[Any, float, Any]] = {}
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, kind: str, run_id: str, compute: Callable[[], Any]) -> Any:
+        run = self.store.get_run(run_id)
+        key = (run.status, run.updated_at, run.heartbeat_at)
+        with self._guard:
+            lock = self._locks.setdefault((kind, run_id), threading.Lock())
+        with lock:
+            hit = self._entries.get((kind, run_id))
+            if hit is not None:
+                value, at, (old_key, cost) = hit[0], hit[1], hit[2]
+                fresh = (old_key == key if run.status != RunStatus.RUNNING
+                         else time.monotonic() - at < max(self.ttl, 2 * cost))
+                if fresh:
+                    return value
+            start = time.monotonic()
+            value = compute()
+            self._entries[(kind, run_id)] = (value, time.monotonic(), (key, time.monotonic() - start))
+            return value
+
+    def run_view(self, run_id: str) -> dict[str, Any]:
+        return self.get("run", run_id, lambda: run_view(self.store, run_id))
+
+    def runs(self) -> list[dict[str, Any]]:
+        return [self.get("row", run.id, lambda run=run: run_row(self.store, run)) for run in self.store.list_runs()]
+
+
+__all__ = ["ViewCache", "candidate_view", "compare_data", "run_view", "runs_data"]

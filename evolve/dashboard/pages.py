@@ -199,15 +199,15 @@ function drawRun(d) {
     tr.innerHTML = `<td class="l">${esc(x.worker)}</td><td class="l state">${x.state}</td><td class="l">${c}</td><td>${x.evaluations}</td>`;
   }
   const h = d.history;
-  const line = (x, name) => [{x: h.map(p => p[x]), y: h.map(p => p.fitness), mode: "markers", name: "fitness",
-                               marker: {size: 4, color: "#90a4ae"}},
-                              {x: h.map(p => p[x]), y: h.map(p => p.best), mode: "lines", name: "best so far",
-                               line: {shape: "hv", color: "#d32f2f"}}];
+  const line = x => [{type: "scattergl", x: h[x], y: h.fitness, mode: "markers", name: "fitness",
+                       marker: {size: 4, color: "#90a4ae"}},
+                      {x: h[x], y: h.best, mode: "lines", name: "best so far", line: {shape: "hv", color: "#d32f2f"}}];
   Plotly.react("history-n", line("n"), L("best so far vs evaluations", {xaxis: {title: {text: "evaluations"}}}), CFG);
   Plotly.react("history-t", line("t"), L("best so far vs time", {xaxis: {title: {text: "seconds since start"}}}), CFG);
-  const s = d.scatter.filter(p => p.fitness !== null);
-  Plotly.react("scatter", [{type: "scattergl", mode: "markers", x: s.map(p => p.number), y: s.map(p => p.fitness),
-    text: s.map(p => p.id), marker: {size: 5, color: s.map(p => p.generation), colorscale: "Viridis", showscale: true,
+  const sc = d.scatter, keep = sc.fitness.map((f, i) => f !== null ? i : -1).filter(i => i >= 0);
+  const pick = a => keep.map(i => a[i]);
+  Plotly.react("scatter", [{type: "scattergl", mode: "markers", x: pick(sc.number), y: pick(sc.fitness),
+    text: pick(sc.id), marker: {size: 5, color: pick(sc.generation), colorscale: "Viridis", showscale: true,
     colorbar: {title: {text: "gen"}}}}], L("every candidate (fitness vs ask order)", {xaxis: {title: {text: "candidate #"}}}), CFG);
   const imp = d.importance.parameter ? d.coordinates : [];
   Plotly.react("importance", [
@@ -224,12 +224,15 @@ function drawRun(d) {
   }
   const colors = {merge: "#ffb300", eval: "#1e88e5", failed: "#e53935", running: "#8e24aa"};
   const tl = ["merge", "eval", "failed", "running"].map(ph => {
-    const seg = d.timeline.filter(x => x.phase === ph);
-    return {type: "bar", orientation: "h", name: ph, y: seg.map(x => x.worker), x: seg.map(x => x.seconds),
-            base: seg.map(x => x.start), hovertext: seg.map(x => x.id), marker: {color: colors[ph]}};
+    // One line segment per phase of each evaluation (scattergl: fast with thousands of them).
+    const x = [], y = [], text = [];
+    for (const s of d.timeline) if (s.phase === ph) {
+      x.push(s.start, s.start + s.seconds, null); y.push(s.worker, s.worker, null); text.push(s.id, s.id, null); }
+    return {type: "scattergl", mode: "lines", name: ph, x: x, y: y, text: text, connectgaps: false,
+            line: {width: 14, color: colors[ph]}, hoverinfo: "text+name"};
   });
   Plotly.react("timeline", tl, L("worker timeline (merge / evaluate / idle gaps)",
-    {barmode: "overlay", xaxis: {title: {text: "seconds since start"}}}), CFG);
+    {xaxis: {title: {text: "seconds since start"}}, yaxis: {type: "category"}}), CFG);
   $("tasks").innerHTML = tasksTable(d.tasks);
 }
 
