@@ -187,7 +187,8 @@ class SearchLoop:
                         break
                     cand, store_id = item
                     worker = self.pool.idle()[0]
-                    evaluation_id = self.store.start_evaluation(store_id, worker=f"worker-{worker}")
+                    evaluation_id = self.store.start_evaluation(store_id, worker=f"worker-{worker}",
+                                                                host=self.pool.node_of(worker))
                     ref = self.pool.submit(worker, self._recipe(store_id))
                     self._running.add(store_id)
                     inflight[ref] = _InFlight(cand, store_id, evaluation_id, worker, time.monotonic(),
@@ -195,6 +196,9 @@ class SearchLoop:
                     out_of_budget = self._budget_spent(start, inflight)
                 self.running_evaluations = frozenset(job.evaluation_id for job in inflight.values())
                 if not inflight:
+                    if self.pool.waiting() and (queue or not out_of_budget):
+                        self.pool.wait_for_room(self.pool.placement_timeout)  # every worker was lost
+                        continue
                     break
                 for ref, outcome in self.pool.wait(list(inflight), timeout=WAIT_SECONDS):
                     job = inflight.pop(ref)

@@ -1,5 +1,10 @@
 """A fixed pool of Ray actors, one per GPU (or CPU slot), each scoring one candidate at a time.
 
+Each worker slot reserves its resources with a Ray placement group of one bundle (one GPU by
+default, ``gpus_per_worker`` for a tensor-parallel engine): Ray places it on any node with room,
+and a slot whose node is lost gets a fresh group and actor wherever there is room again. A
+cluster that cannot hold a slot at all fails the run with one line instead of waiting forever.
+
 The pool only tracks which actor is busy and turns an actor's death into an outcome with
 status ``lost``; the loop decides what to do about it (retry elsewhere, bounded).
 """
@@ -8,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +26,7 @@ from workers.outcome import SCORER_ERROR, EvalOutcome
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 10.0
+PLACEMENT_TIMEOUT_SECONDS = 120.0  # how long a worker slot may wait for room in the cluster
 
 
 class WorkerStartError(UserError):
@@ -99,29 +106,100 @@ class _WorkerActor:
 
         return os.getpid()
 
+    def node(self) -> str:
+        """The Ray node this actor runs on (stored with each evaluation as its host)."""
+        return ray.get_runtime_context().get_node_id()
+
 
 class WorkerPool:
-    def __init__(self, size: int, spec: WorkerSpec):
+    """Worker slots, each a placement group and the actor in it.
+
+    A slot is *placed* once its group has room and its actor exists. At start every slot must be
+    placed within ``placement_timeout``; a slot replaced later (its actor died, perhaps with its
+    node) waits for room without holding up the other slots, and the loop carries on with them.
+    """
+
+    def __init__(self, size: int, spec: WorkerSpec, placement_timeout: float = PLACEMENT_TIMEOUT_SECONDS):
         self.spec = spec
-        self.actors = [self._start() for _ in range(size)]
+        self.placement_timeout = placement_timeout
+        self.groups: list[Any] = [None] * size
+        self.actors: list[Any] = [None] * size  # None while the slot waits for room
+        self._nodes: list[Any] = [None] * size  # per slot: the node id, or a pending ObjectRef of it
         self._busy: set[int] = set()
         try:
+            for slot in range(size):
+                self._reserve(slot)
+            self.wait_for_room(self.placement_timeout, every_slot=True)
             ray.get([a.ready.remote() for a in self.actors])
+            self._nodes = ray.get(self._nodes)
         except ray.exceptions.RayActorError as exc:
             self.shutdown()
             cause = str(exc).strip().splitlines()[-1]
             raise WorkerStartError(f"a worker could not start ({spec.factory}): {cause}") from None
+        except WorkerStartError:
+            self.shutdown()
+            raise
 
-    def _start(self):
-        return _WorkerActor.options(num_cpus=self.spec.num_cpus, num_gpus=self.spec.num_gpus).remote(
-            self.spec.factory, self.spec.kwargs)
+    @property
+    def bundle(self) -> dict[str, float]:
+        """What one worker slot reserves."""
+        bundle = {"CPU": float(self.spec.num_cpus)}
+        if self.spec.num_gpus:
+            bundle["GPU"] = float(self.spec.num_gpus)
+        return bundle
+
+    def _reserve(self, slot: int) -> None:
+        """Ask Ray for a fresh placement group for ``slot`` (its actor comes once it is ready)."""
+        from ray.util.placement_group import placement_group, remove_placement_group
+
+        if self.groups[slot] is not None:
+            remove_placement_group(self.groups[slot])
+        self.groups[slot] = placement_group([self.bundle], strategy="PACK")
+        self.actors[slot] = None
+        self._nodes[slot] = None
+
+    def _place(self) -> None:
+        """Start the actor of every slot whose placement group has become ready."""
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        for slot in self.waiting():
+            group = self.groups[slot]
+            ready, _ = ray.wait([group.ready()], timeout=0)
+            if not ready:
+                continue
+            self.actors[slot] = _WorkerActor.options(
+                num_cpus=self.spec.num_cpus, num_gpus=self.spec.num_gpus,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0),
+            ).remote(self.spec.factory, self.spec.kwargs)
+            self._nodes[slot] = self.actors[slot].node.remote()
+
+    def waiting(self) -> list[int]:
+        """Slots still waiting for room in the cluster."""
+        return [i for i, actor in enumerate(self.actors) if actor is None]
+
+    def wait_for_room(self, timeout: float, every_slot: bool = False) -> None:
+        """Block until one waiting slot (or, with ``every_slot``, all of them) is placed."""
+        deadline = time.monotonic() + timeout
+        before = len(self.waiting())
+        while True:
+            self._place()
+            left = len(self.waiting())
+            if left == 0 or (not every_slot and left < before):
+                return
+            if time.monotonic() >= deadline:
+                free = {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
+                raise WorkerStartError(f"resources: no node has room for a worker ({self.bundle}) after "
+                                       f"{timeout:.0f} s; the cluster has {free} free")
+            time.sleep(0.2)
 
     @property
     def size(self) -> int:
         return len(self.actors)
 
     def idle(self) -> list[int]:
-        return [i for i in range(len(self.actors)) if i not in self._busy]
+        """Placed slots with no candidate in flight."""
+        self._place()
+        return [i for i, actor in enumerate(self.actors) if actor is not None and i not in self._busy]
 
     def submit(self, worker: int, recipe: Recipe) -> ray.ObjectRef:
         self._busy.add(worker)
@@ -131,13 +209,29 @@ class WorkerPool:
         self._busy.discard(worker)
 
     def replace(self, worker: int) -> None:
-        """Start a fresh actor in a lost one's slot."""
+        """A lost actor's slot gets a new placement group (its node may be gone) and, once that
+        has room, a fresh actor; never waits."""
         try:
             ray.kill(self.actors[worker])
         except Exception:  # already gone
             pass
-        self.actors[worker] = self._start()
+        self._reserve(worker)
         self._busy.discard(worker)
+        self._place()
+
+    def node_of(self, worker: int) -> str | None:
+        """The node ``worker``'s actor runs on; None while a new actor is still starting
+        (never waits: the loop must keep serving the other workers)."""
+        node = self._nodes[worker]
+        if isinstance(node, ray.ObjectRef):
+            ready, _ = ray.wait([node], timeout=0)
+            if not ready:
+                return None
+            try:
+                node = self._nodes[worker] = ray.get(node)
+            except ray.exceptions.RayActorError:
+                return None
+        return node
 
     def wait(self, refs: list[ray.ObjectRef], timeout: float) -> list[tuple[ray.ObjectRef, EvalOutcome]]:
         ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
@@ -152,8 +246,17 @@ class WorkerPool:
         return out
 
     def shutdown(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
         for actor in self.actors:
             try:
-                ray.kill(actor)
+                if actor is not None:
+                    ray.kill(actor)
             except Exception:
                 pass
+        for group in self.groups:
+            if group is not None:
+                try:
+                    remove_placement_group(group)
+                except Exception:
+                    pass

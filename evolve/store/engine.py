@@ -160,7 +160,7 @@ def is_disconnect(exc: BaseException | None) -> bool:
     restarting refuses new connections (an OperationalError) or says it is shutting down or
     starting up (SQLSTATE class 57P, 08 for connection exceptions).
     """
-    if not isinstance(exc, sa.exc.DBAPIError):
+    if not isinstance(exc, sa.exc.DBAPIError) or is_retryable(exc):
         return False
     if exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError):
         return True

@@ -92,7 +92,9 @@ class Store:
 
     - Thread- and process-safe. Several processes, and several runs, may share one
       database. Every public method is one transaction; a write that meets a lock timeout
-      or a deadlock is rerun whole, up to `max_retries` times with jittered back-off.
+      or a deadlock is rerun whole, up to `max_retries` times with jittered back-off; on
+      PostgreSQL, one that loses its connection (a server restart) is rerun for up to
+      `reconnect_seconds`. Opening a store that cannot be reached fails at once.
     - Callers get frozen records (`records.py`), never ORM rows, and JSON fields are
       fresh copies. Floats round-trip exactly, including +-inf and NaN.
     - Timestamps come from the database clock (naive UTC), never from the caller's.
@@ -132,6 +134,7 @@ class Store:
         self.read_only = read_only
         self._max_retries = max_retries
         self._reconnect_seconds = reconnect_seconds
+        self._is_sqlite = self._url.get_backend_name() == "sqlite"
         self._engine = make_engine(self._url, busy_timeout, read_only=read_only)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         # The in-memory database is one shared connection: serialize its transactions.
@@ -200,7 +203,7 @@ class Store:
             try:
                 return attempt()
             except StoreError as exc:
-                if is_disconnect(exc.__cause__) and time.monotonic() < deadline:
+                if not self._is_sqlite and is_disconnect(exc.__cause__) and time.monotonic() < deadline:
                     _log.warning("store %s unreachable (%s); retrying in up to %.1fs", self.url, exc, delay)
                 elif is_retryable(exc.__cause__) and tries < self._max_retries:
                     tries += 1

@@ -116,10 +116,20 @@ class PostgresServer:
                     "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options,
                     "-w", "-t", "60", "start",
                 )
+                self._options = options
                 return
             except RuntimeError as exc:
                 last_error = exc
         raise RuntimeError(f"PostgreSQL did not start on {self.root}") from last_error
+
+    def restart(self, down_seconds: float = 2.0) -> None:
+        """Stop the server (dropping every connection), stay down a while, start it again on the
+        same port: what a database failover or a maintenance restart looks like to clients."""
+        import time
+
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        time.sleep(down_seconds)
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", self._options, "-w", "-t", "60", "start")
 
     def stop(self) -> None:
         try:
