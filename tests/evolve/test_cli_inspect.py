@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 
 import pytest
 
@@ -155,3 +156,27 @@ def test_unknown_ids_are_one_line_errors(run, capsys, argv):
     assert main([*argv, "--store", url]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "nope" in err
+
+
+def test_status_watch_redraws_until_the_run_stops(tmp_path, capsys):
+    import threading
+
+    store = Store(f"sqlite:///{tmp_path / 'watch.db'}")
+    r = store.create_run("watched", {"budget": {"max_evaluations": 4}, "resources": {"workers": 1}})
+    cand = store.add_candidate(r.id, (0.3,), {"merge_method": "linear", "models": [{"model": "a"}]})
+
+    def drive():
+        time.sleep(0.6)
+        store.finish_evaluation(store.start_evaluation(cand.id, worker="worker-0"), 0.25, {}, None,
+                                {"merge_seconds": 0.0, "eval_seconds": 0.1}, scores={"validation": 0.25})
+        time.sleep(0.6)
+        store.set_run_status(r.id, "FINISHED")
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    started = time.monotonic()
+    assert main(["status", r.id, "--watch", "0.2", "--store", store.url]) == 0
+    driver.join()
+    assert time.monotonic() - started >= 1.2  # it kept watching until the run stopped
+    out = capsys.readouterr().out
+    assert "FINISHED" in out and "1/4" in out and "0.250" in out
