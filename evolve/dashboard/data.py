@@ -53,6 +53,7 @@ def importance(values: np.ndarray, fitness: np.ndarray, bins: int = 8) -> tuple[
     corr, eta = np.zeros(d), np.zeros(d)
     if n < 3 or np.var(fitness) == 0:
         return corr, eta
+    bins = max(2, min(bins, n // 10))  # a few points per bin, or eta squared only measures noise
     f = fitness - fitness.mean()
     total = float((f**2).sum())
     for j in range(d):

@@ -284,3 +284,15 @@ def test_run_page_updates_live_while_the_run_goes(run, tmp_path, browser, shots,
         driver.join(120)
         if server is not None:
             server.stop()
+
+
+def test_importance_sees_monotone_and_non_monotone_effects_and_not_noise():
+    import numpy as np
+
+    from evolve.dashboard.data import importance
+
+    x = np.random.default_rng(0).random((400, 3))
+    fitness = -((x[:, 0] - 0.5) ** 2) + 0.3 * x[:, 1]  # a peak in x0, a slope in x1, nothing from x2
+    corr, eta = importance(x, fitness)
+    assert corr[1] > 0.6 and corr[0] < 0.2 and corr[2] < 0.2
+    assert eta[0] > 0.3 and eta[1] > 0.3 and eta[2] < 0.1
