@@ -218,16 +218,17 @@ class SearchLoop:
                     else:
                         self.pool.release(job.worker)
                         self._running.discard(job.store_id)
-                        self._record(job, outcome)
-                        for twin in self._waiting.pop(job.store_id, []):
-                            self._tell(twin, job.store_id, self._results[job.store_id])
-                    bar.update(task, completed=self._told,
-                               description=f"searching · best {self.stats.best_fitness:.3f}")
                     try:
+                        if outcome.status != OutcomeStatus.LOST:
+                            self._record(job, outcome)
+                            for twin in self._waiting.pop(job.store_id, []):
+                                self._tell(twin, job.store_id, self._results[job.store_id])
                         watch.record(outcome)
                     except RunFailed:
                         self._abandon(inflight)
                         raise
+                    bar.update(task, completed=self._told,
+                               description=f"searching · best {self.stats.best_fitness:.3f}")
         self.stats.wall_seconds = time.monotonic() - start
         if self.stats.evaluations == 0 and self.stats.failures:
             raise RunFailed(f"no evaluation succeeded ({self.stats.failures} failed); {watch.most_common()}")
@@ -293,6 +294,13 @@ class SearchLoop:
                 scores=outcome.scores)
         else:
             self.store.fail_evaluation(job.evaluation_id, outcome.message, kind=outcome.error_kind)
+        if outcome.ok and self.strategy.needs_nonnegative_samples:
+            from evolve.strategies.m2n2 import check_samples_nonnegative
+
+            try:  # the first scores show it (a reference's, usually): stop before the budget goes
+                check_samples_nonnegative(outcome.validation_samples, where=self.strategy.name)
+            except UserError as exc:
+                raise RunFailed(str(exc)) from None
         if job.candidate is None:  # a reference: stored, never told
             return
         if outcome.ok:

@@ -148,15 +148,25 @@ def _space(config: RunConfig, paths: dict[str, str], fail) -> ParameterSpace:
         raise fail(loc, message if head.startswith("space") else str(exc)) from None
 
 
-def _check_strategy(config: RunConfig, space: ParameterSpace, fail) -> None:
+def build_strategy(config: RunConfig, space):
+    """The run's strategy, built the one way pre-flight and the runner both use."""
+    from evolve.seeds import seed_genomes
     from evolve.strategies.registry import make_strategy
 
+    return make_strategy(config.strategy.name, space.dimension, config.strategy.seed,
+                         num_workers=config.resources.workers, seeds=seed_genomes(space, config.strategy.seeds),
+                         task_weights={t.name: t.weight for t in config.tasks}, space=space,
+                         **config.strategy.settings)
+
+
+def _check_strategy(config: RunConfig, space, fail) -> None:
     try:
-        make_strategy(config.strategy.name, space.dimension, config.strategy.seed,
-                      num_workers=config.resources.workers, **config.strategy.settings)
+        build_strategy(config, space)
     except UserError as exc:
-        loc = ("strategy", "settings") if "setting" in str(exc) else ("strategy", "name")
-        raise fail(loc, str(exc).removeprefix("strategy: ")) from None
+        text = str(exc)
+        loc = ("strategy", "seeds") if "seed" in text.split(":")[0] else (
+            ("strategy", "settings") if "setting" in text else ("strategy", "name"))
+        raise fail(loc, text.removeprefix("strategy: ")) from None
     except (TypeError, ValueError) as exc:  # a setting of the wrong type or range
         raise fail(("strategy", "settings"), f"{config.strategy.name}: {exc}") from None
 

@@ -9,11 +9,9 @@ from evolve.config import RunConfig
 from evolve.heartbeat import GRACE_SECONDS, DriverHeartbeat
 from evolve.loop import LoopStats, RunFailed, SearchLoop
 from evolve.pool import WorkerPool, WorkerSpec, WorkerStartError, connect
-from evolve.preflight import CheckedRun, check_run
-from evolve.seeds import seed_genomes
+from evolve.preflight import CheckedRun, build_strategy, check_run
 from evolve.store import Store
 from evolve.store.records import RunStatus
-from evolve.strategies.registry import make_strategy
 from search_spaces.errors import UserError
 from search_spaces.parameter_space import ParameterSpace
 from search_spaces.recipe import Recipe
@@ -66,10 +64,7 @@ def worker_spec(checked: CheckedRun) -> WorkerSpec:
 
 def execute(store: Store, run_id: str, checked: CheckedRun, *, resume: bool, progress: bool = True) -> RunOutcome:
     config, space = checked.config, checked.space
-    strategy = make_strategy(config.strategy.name, space.dimension, config.strategy.seed,
-                             num_workers=config.resources.workers, seeds=seed_genomes(space, config.strategy.seeds),
-                             task_weights={t.name: t.weight for t in config.tasks}, space=space,
-                             **config.strategy.settings)
+    strategy = build_strategy(config, space)
     max_seconds = config.budget.max_minutes * 60 if config.budget.max_minutes else None
     pool = None
     loop: SearchLoop | None = None
