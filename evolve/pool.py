@@ -12,6 +12,7 @@ status ``lost``; the loop decides what to do about it (retry elsewhere, bounded)
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> N
     """
     if address == "auto":
         return
-    target = address.removeprefix("ray://")
+    target = address.removeprefix("ray://").removeprefix("http://")
     host, sep, port = target.rpartition(":")
     if not sep or not port.isdigit():
         raise ClusterUnreachableError(f"resources.address: '{address}' is not 'host:port', 'ray://host:port' or 'auto'")
@@ -75,10 +76,12 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> N
 
 
 def connect(address: str | None, num_cpus: int | None = None) -> None:
-    """Join the cluster at ``address``, or start a local one (the default)."""
+    """Join the cluster at ``address`` (or ``$RAY_ADDRESS``, which `ray job submit` sets for its
+    entrypoint), or start a local one (the default)."""
     if ray.is_initialized():
         return
     logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_QuietAuthBanner())
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         check_reachable(address)
         ray.init(address=address, log_to_driver=False, include_dashboard=False)

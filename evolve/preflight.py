@@ -215,6 +215,31 @@ def _check_backend(config: RunConfig, fail) -> None:
         raise fail(("evaluation", "backend"), f"'{backend}' needs the '{module}' package, which is not installed ({hint})")
 
 
+def engine_kwargs(config: RunConfig, fail=None) -> dict[str, Any]:
+    """The inference engine's arguments, with ``resources.gpus_per_worker`` mapped onto vLLM.
+
+    A worker given N > 1 GPUs runs one tensor-parallel engine over them
+    (``tensor_parallel_size = N``) with vLLM's multiprocessing executor: the worker's actor holds
+    all N GPUs of one node (its placement-group bundle), so vLLM starts one process per GPU
+    there instead of asking Ray for more. Each rank's `MergeExtension` merges the full tensors
+    and vLLM's own weight loaders keep the rank's shard (see workers/scoring/vllm_extension.py).
+    """
+    fail = fail or (lambda loc, message: field_error(None, loc, message))
+    kwargs = dict(config.evaluation.engine_kwargs)
+    gpus = config.resources.gpus_per_worker
+    if config.evaluation.backend != "vllm" or gpus <= 1:
+        return kwargs
+    loc = ("resources", "gpus_per_worker")
+    if not float(gpus).is_integer():
+        raise fail(loc, f"{gpus} GPUs: a tensor-parallel worker needs a whole number of GPUs")
+    tp = kwargs.setdefault("tensor_parallel_size", int(gpus))
+    if tp != int(gpus):
+        raise fail(("evaluation", "engine_kwargs", "tensor_parallel_size"),
+                                    f"{tp}, but resources.gpus_per_worker is {gpus}: they must agree")
+    kwargs.setdefault("distributed_executor_backend", "mp")
+    return kwargs
+
+
 def _scoring(config: RunConfig, needs_zoo: bool, fail) -> Scoring:
     """Settings and task specs built once, then every task loaded once to check it."""
     import dataclasses
@@ -235,7 +260,7 @@ def _scoring(config: RunConfig, needs_zoo: bool, fail) -> Scoring:
     settings = EvalSettings.from_dict({
         "backend": evaluation.backend, "include_path": include_path, "include_defaults": evaluation.include_defaults,
         "batch_size": evaluation.batch_size, "seed": evaluation.seed, "device": evaluation.device,
-        "dtype": evaluation.dtype, "engine_kwargs": evaluation.engine_kwargs, "lm_kwargs": evaluation.lm_kwargs,
+        "dtype": evaluation.dtype, "engine_kwargs": engine_kwargs(config, fail), "lm_kwargs": evaluation.lm_kwargs,
         "gen_kwargs": evaluation.gen_kwargs, "apply_chat_template": evaluation.apply_chat_template,
     })
     specs = [TaskSpec.from_dict(t.model_dump(), where=f"tasks[{i}]") for i, t in enumerate(config.tasks)]

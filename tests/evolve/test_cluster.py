@@ -97,13 +97,17 @@ def postgres():
         server.stop()
 
 
-def _run_cli(config: dict, tmp_path: Path, url: str, address: str, background: bool = False):
+def _run_cli(config: dict, tmp_path: Path, url: str, address: str, background: bool = False, as_job: bool = False):
+    """``evolve run --address A``, or as `ray job submit` runs an entrypoint: ``$RAY_ADDRESS`` set."""
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
-    args = [sys.executable, "-m", "evolve.cli", "run", str(path), "--quiet", "--store", url, "--address", address]
+    args = [sys.executable, "-m", "evolve.cli", "run", str(path), "--quiet", "--store", url]
+    env = dict(ENV, RAY_ADDRESS=address) if as_job else ENV
+    if not as_job:
+        args += ["--address", address]
     if background:
-        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
-    return subprocess.run(args, capture_output=True, text=True, timeout=400, env=ENV)
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.run(args, capture_output=True, text=True, timeout=400, env=env)
 
 
 def _search_evaluations(store: Store, run_id: str):
@@ -115,7 +119,7 @@ def test_a_search_runs_on_both_nodes_with_the_store_on_postgresql(cluster, postg
     address, _ = cluster
     url = postgres.new_database()
     config = config_dict(family, budget={"max_evaluations": 12}, evaluation={"engine_kwargs": {"delay": 0.3}})
-    done = _run_cli(config, tmp_path, url, address)
+    done = _run_cli(config, tmp_path, url, address, as_job=True)
     assert done.returncode == 0, done.stderr[-3000:]
     store = Store(url)
     (run,) = store.list_runs()

@@ -164,3 +164,23 @@ def test_evaluation_config_and_settings_share_one_schema():
     driver_only = {"report_test"}  # decides which TaskSpecs exist, not how they are evaluated
     worker_only = {"system_instruction", "fewshot_as_multiturn", "bootstrap_iters", "cache_size"}
     assert set(EvaluationConfig.model_fields) - driver_only == {f.name for f in fields(EvalSettings)} - worker_only
+
+
+def test_gpus_per_worker_maps_onto_a_tensor_parallel_vllm_engine(family, tasks_dir):
+    from evolve.config import RunConfig
+    from evolve.preflight import engine_kwargs
+
+    def config(gpus, **engine):
+        data = good_config(family, tasks_dir)
+        data["evaluation"].update(backend="vllm", engine_kwargs=engine)
+        data["resources"] = {"gpus_per_worker": gpus}
+        return RunConfig.model_validate(data)
+
+    fail = lambda loc, message: ValueError(f"{'.'.join(map(str, loc))}: {message}")  # noqa: E731
+    assert engine_kwargs(config(1), fail) == {}
+    assert engine_kwargs(config(4, enforce_eager=True), fail) == {
+        "enforce_eager": True, "tensor_parallel_size": 4, "distributed_executor_backend": "mp"}
+    with pytest.raises(ValueError, match="tensor_parallel_size: 2, but resources.gpus_per_worker is 4"):
+        engine_kwargs(config(4, tensor_parallel_size=2), fail)
+    with pytest.raises(ValueError, match="whole number of GPUs"):
+        engine_kwargs(config(1.5), fail)
