@@ -16,6 +16,7 @@ from evolve.store import CandidateKind, EvaluationStatus, RunStatus, Store
 from search_spaces.parameter_space import ParameterSpace
 
 TIMELINE_LIMIT = 2000  # most recent evaluations drawn on the worker timeline
+PARALLEL_LIMIT = 1500  # lines on the parallel coordinates: the best third, then an even sample of the rest
 
 
 def _finite(value: Any) -> float | None:
@@ -113,6 +114,13 @@ def run_view(store: Store, run_id: str) -> dict[str, Any]:
     fitness = np.array([complete[c.id].fitness for c in scored], dtype=float)
     corr, eta = importance(values, fitness)
     per_coordinate = [{**c, "correlation": float(corr[i]), "variance": float(eta[i])} for i, c in enumerate(coords)]
+    shown = np.arange(len(scored))
+    if len(scored) > PARALLEL_LIMIT:
+        order = np.argsort(-fitness, kind="stable")
+        best_part = order[: PARALLEL_LIMIT // 3]
+        rest = order[PARALLEL_LIMIT // 3:]
+        sample = rest[np.linspace(0, len(rest) - 1, PARALLEL_LIMIT - len(best_part)).astype(int)]
+        shown = np.sort(np.concatenate([best_part, sample]))
     grouped: dict[str, dict[str, float]] = {}
     for by in ("group", "kind", "model", "parameter"):
         acc: dict[str, list[float]] = {}
@@ -152,8 +160,8 @@ def run_view(store: Store, run_id: str) -> dict[str, Any]:
             "status": status, "history": _columns(history, ("n", "t", "fitness", "best")),
             "scatter": _columns(scatter, ("id", "number", "generation", "fitness", "state")),
             "coordinates": per_coordinate,
-            "parallel": {"values": [[float(f"{v:.4g}") for v in col] for col in values.T.tolist()],
-                         "fitness": [_r(v) for v in fitness.tolist()]},
+            "parallel": {"values": [[float(f"{v:.4g}") for v in col] for col in values[shown].T.tolist()],
+                         "fitness": [_r(v) for v in fitness[shown].tolist()], "total": len(scored)},
             "importance": grouped, "tasks": tasks_table, "timeline": timeline,
             "version": len(evaluations) * 1000 + sum(e.status.is_finished for e in evaluations)}
 

@@ -215,13 +215,15 @@ function drawRun(d) {
     {type: "bar", orientation: "h", y: imp.map(c => c.label), x: imp.map(c => c.correlation), name: "|correlation|"}],
     L("parameter importance", {barmode: "group", margin: {l: 160, r: 20, t: 36, b: 40}}), CFG);
   const par = d.parallel;
-  if (par.values.length && par.fitness.length) {
+  // Parallel coordinates are the slowest chart (WebGL): drawn after the rest, so the page is usable at once.
+  if (par.values.length && par.fitness.length) setTimeout(() => {
     const dims = d.coordinates.map((c, i) => ({label: c.label, values: par.values[i], range: [c.lower, c.upper]}));
     dims.push({label: "fitness", values: par.fitness});
     Plotly.react("parallel", [{type: "parcoords", dimensions: dims,
       line: {color: par.fitness, colorscale: "Viridis", showscale: true}}],
-      L("parallel coordinates over the genome", {margin: {l: 60, r: 60, t: 70, b: 30}}), CFG);
-  }
+      L("parallel coordinates over the genome" + (par.fitness.length < par.total ?
+        ` (best ${Math.floor(par.fitness.length / 3)} and an even sample: ${par.fitness.length} of ${par.total})` : ""), {margin: {l: 60, r: 60, t: 70, b: 30}}), CFG);
+  }, 0);
   const colors = {merge: "#ffb300", eval: "#1e88e5", failed: "#e53935", running: "#8e24aa"};
   const tl = ["merge", "eval", "failed", "running"].map(ph => {
     // One line segment per phase of each evaluation (scattergl: fast with thousands of them).
