@@ -254,7 +254,7 @@ def test_run_page_updates_live_while_the_run_goes(run, tmp_path, browser, shots,
     url = f"sqlite:///{tmp_path / 'live.db'}"
     store = Store(url)
     checked = check_run(RunConfig.model_validate(m2n2_config(family, name="live", budget={"max_evaluations": 8},
-                                                             evaluation={"engine_kwargs": {"delay": 0.4}})))
+                                                             evaluation={"engine_kwargs": {"delay": 0.8}})))
     outcome: list = []
     driver = threading.Thread(target=lambda: outcome.append(runner.start(store, checked, progress=False)))
     driver.start()
@@ -267,13 +267,19 @@ def test_run_page_updates_live_while_the_run_goes(run, tmp_path, browser, shots,
         server = Server(url)
         page = browser.new_page()
         page.goto(f"{server.base}/runs/{live.id}")
-        page.evaluate("window.__sameDocument = true")
         first = int(page.inner_text("#done"))
         assert page.inner_text("#status") == "RUNNING" and first < 8
+        # Record every (done, status) the page shows, from inside the page: a reload would lose it.
+        page.evaluate("""() => { window.__seen = [];
+            new MutationObserver(() => window.__seen.push([+document.getElementById('done').textContent,
+                                                          document.getElementById('status').textContent]))
+              .observe(document.querySelector('main'), {subtree: true, childList: true, characterData: true}); }""")
         page.wait_for_function(f"+document.getElementById('done').textContent > {first}", timeout=60_000)
         page.screenshot(path=str(shots / "live-running.png"), full_page=True)
         page.wait_for_function("document.getElementById('status').textContent === 'FINISHED'", timeout=90_000)
-        assert page.evaluate("window.__sameDocument") is True  # updated in place, never reloaded
+        seen = page.evaluate("window.__seen")
+        assert seen is not None  # updated in place, never reloaded
+        assert any(first < done < 8 and status == "RUNNING" for done, status in seen), seen
         assert page.inner_text("#done") == "8"
         assert len(page.evaluate("document.getElementById('history-n').data[1].y")) == 8
         page.screenshot(path=str(shots / "live-finished.png"), full_page=True)
