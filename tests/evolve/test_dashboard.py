@@ -269,13 +269,13 @@ def test_run_page_updates_live_while_the_run_goes(run, tmp_path, browser, shots,
         page.goto(f"{server.base}/runs/{live.id}")
         first = int(page.inner_text("#done"))
         assert page.inner_text("#status") == "RUNNING" and first < 8
+        page.screenshot(path=str(shots / "live-running.png"))  # the viewport: quick, while it still runs
         # Record every (done, status) the page shows, from inside the page: a reload would lose it.
         page.evaluate("""() => { window.__seen = [];
             new MutationObserver(() => window.__seen.push([+document.getElementById('done').textContent,
                                                           document.getElementById('status').textContent]))
               .observe(document.querySelector('main'), {subtree: true, childList: true, characterData: true}); }""")
         page.wait_for_function(f"+document.getElementById('done').textContent > {first}", timeout=60_000)
-        page.screenshot(path=str(shots / "live-running.png"), full_page=True)
         page.wait_for_function("document.getElementById('status').textContent === 'FINISHED'", timeout=90_000)
         seen = page.evaluate("window.__seen")
         assert seen is not None  # updated in place, never reloaded
