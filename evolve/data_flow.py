@@ -92,14 +92,8 @@ def data_flow_worker_kwargs(space: DataFlowSpace, scoring) -> dict[str, Any]:
 def data_flow_references(space: DataFlowSpace) -> dict[str, Recipe]:
     """A and B each as its own full path: the parents, scored beside the search.
 
-    Each names its own tokenizer (``tokenizer_source``: the model itself, which is where a
-    path's tokenizer comes from anyway), so its hash differs from the identical path a genome
-    decodes to: the centre of the box *is* model A, and the loop shares results only between
-    search candidates, so a search candidate with a reference's hash would be dispatched onto
-    the reference's finished record and refused by the store.
+    The centre of the box *is* model A's path: the loop tells that search candidate the
+    reference's result instead of scoring it twice.
     """
-    out = {}
-    for m in space.models:
-        data = LayerPath(m, tuple(PathStep(m, i) for i in range(space.num_layers)), space.dtype).to_recipe().to_dict()
-        out[Path(m).name] = Recipe.from_dict({**data, "tokenizer_source": m})
-    return out
+    return {Path(m).name: LayerPath(m, tuple(PathStep(m, i) for i in range(space.num_layers)), space.dtype).to_recipe()
+            for m in space.models}

@@ -139,8 +139,8 @@ class SearchLoop:
             self._asked += 1
             recipe = self.space.decode(cand.genome)
             known = self.store.find_candidate_by_hash(self.run_id, recipe.hash)
-            if known is not None and known.id in self._ids.values():
-                self._ids[cand.id] = known.id  # a duplicate ask, told from cache in the live loop
+            if known is not None and (known.kind == CandidateKind.REFERENCE or known.id in self._ids.values()):
+                self._ids[cand.id] = known.id  # a duplicate ask (or a source model's), told from cache live
                 open_[cand.id] = (cand, known.id)
                 return
             record = stored[matched] if matched < len(stored) else None
@@ -246,13 +246,18 @@ class SearchLoop:
         return recipe if recipe is not None else Recipe.from_dict(self.store.get_candidate(store_id).recipe)
 
     def _unscored_references(self) -> list[tuple[None, str]]:
-        """Source models are scored once per run, beside the search, for the leaderboard."""
+        """Source models are scored once per run, beside the search, for the leaderboard.
+
+        Their results are shared like any other: a search candidate whose recipe is a source
+        model's (a seed, a data-flow path's start) is told the reference's result.
+        """
         out = []
-        scored = {ev.candidate_id for ev in self.store.list_evaluations(self.run_id)
-                  if ev.status == EvaluationStatus.COMPLETE}
+        finished = _final_results(self.store, self.run_id)
         for name, recipe in self.references.items():
             record = self.store.add_candidate(self.run_id, (), recipe, kind=CandidateKind.REFERENCE, label=name)
-            if record.id not in scored:
+            if record.id in finished and not finished[record.id].failed:
+                self._results[record.id] = finished[record.id]
+            else:
                 self._recipes[record.id] = recipe
                 out.append((None, record.id))
         return out
@@ -301,14 +306,15 @@ class SearchLoop:
                 check_samples_nonnegative(outcome.validation_samples, where=self.strategy.name)
             except UserError as exc:
                 raise RunFailed(str(exc)) from None
-        if job.candidate is None:  # a reference: stored, never told
+        result = Result(fitness=outcome.fitness, samples=outcome.validation_samples, failed=False) if outcome.ok \
+            else _FAILED
+        if job.candidate is None:  # a reference: stored and kept for identical asks, never told
+            self._results[job.store_id] = result
             return
         if outcome.ok:
-            result = Result(fitness=outcome.fitness, samples=outcome.validation_samples, failed=False)
             self.stats.evaluations += 1
             self.stats.best_fitness = max(self.stats.best_fitness, outcome.fitness)
         else:
-            result = _FAILED
             self.stats.failures += 1
         self._tell(job.candidate, job.store_id, result)
 

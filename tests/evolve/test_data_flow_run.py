@@ -137,11 +137,13 @@ def test_a_data_flow_run_scores_stores_and_exports(pair, tmp_path):
     assert SearchLoop(store, outcome.run_id, checked.space, replayed, None, 5, None, progress=False).replay() == []
     assert replayed.state()["num_told"] == 5
     board = leaderboard_data(store, outcome.run_id, "validation")
-    assert outcome.stats.evaluations == 5 and outcome.stats.failures == 0
-    # the seed (the centre of the box) is model A's own path, scored as a search candidate
-    # beside A's reference without colliding with it in the store
-    searched = [LayerPath.from_recipe(Recipe.from_dict(c.recipe)) for c in store.list_candidates(outcome.run_id, kind="search")]
-    assert [s.layer for s in searched[0].steps] == list(range(LAYERS)) and searched[0].models == (str(pair["a"]),)
+    # The seed (the centre of the box) is model A's own path: it is told A's reference result
+    # instead of being scored twice, so 5 tells come from 4 evaluations.
+    assert outcome.stats.evaluations == 4 and outcome.stats.failures == 0
+    (reference_a,) = [c for c in store.list_candidates(outcome.run_id, kind="reference") if c.label == "base"]
+    assert [s.layer for s in LayerPath.from_recipe(Recipe.from_dict(reference_a.recipe)).steps] == list(range(LAYERS))
+    told = [snap.state["candidate"] for snap in store.list_snapshots(outcome.run_id)]
+    assert told[0] == reference_a.id and len(store.list_candidates(outcome.run_id, kind="search")) == 4
     assert set(board["parents"]) == {"base", "variant_0"}
     best = store.get_candidate(board["candidates"][0]["id"])
     recipe = Recipe.from_dict(best.recipe)
