@@ -120,7 +120,7 @@ def search_card(store: Store, run_id: str, candidate_id: str, evaluation: Any, r
     for ref in store.list_candidates(run_id, kind=CandidateKind.REFERENCE):
         ev = next(iter(store.list_evaluations(run_id, EvaluationStatus.COMPLETE, candidate_id=ref.id)), None)
         rv, rt = task_scores(ev, "validation"), task_scores(ev, "test")
-        path = ref.recipe["models"][0]["model"]
+        path = Recipe.from_dict(ref.recipe).model_paths[0]  # a parameter-space or a layer-path recipe
         lines.append(f"| `{ref.label}` ({path}) | " + " | ".join(f"{_f(rv.get(t))} | {_f(rt.get(t))}" for t in tasks)
                      + " |")
     if candidate.parents:

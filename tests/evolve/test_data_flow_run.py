@@ -155,3 +155,12 @@ def test_a_data_flow_run_scores_stores_and_exports(pair, tmp_path):
     assert not (out / "mergekit.yaml").exists()
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.num_hidden_layers == path.length
+    # `evolve export` of the run: the plain model, the path in the card and in recipe.yaml
+    from evolve.cli import main
+
+    exported = tmp_path / "cli-export"
+    assert main(["export", outcome.run_id, "--out", str(exported), "--quiet",
+                 "--store", f"sqlite:///{tmp_path / 'runs.db'}"]) == 0
+    assert "## Layer path" in (exported / "README.md").read_text()
+    assert LayerPath.from_recipe(Recipe.from_file(exported / "recipe.yaml")) == path
+    assert AutoModelForCausalLM.from_pretrained(exported).config.num_hidden_layers == path.length
