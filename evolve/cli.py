@@ -56,6 +56,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from evolve.pipeline import main as pipeline_main
+
+    return pipeline_main([str(args.config), *(["--store", args.store] if args.store else []),
+                          *(["--quiet"] if args.quiet else [])])
+
+
 def _cmd_resume(args: argparse.Namespace) -> int:
     from evolve import runner
     from evolve.report import print_leaderboard
@@ -176,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address (default: start a local cluster)")
     run.add_argument("--quiet", action="store_true")
     run.set_defaults(func=_cmd_run)
+
+    pipeline = sub.add_parser("pipeline", help="run (or resume) a ps_then_dfs pipeline: the best PS merge "
+                                                "becomes model A of a data-flow search")
+    pipeline.add_argument("config", type=Path)
+    pipeline.add_argument("--store", help=store_help)
+    pipeline.add_argument("--quiet", action="store_true")
+    pipeline.set_defaults(func=_cmd_pipeline)
 
     resume = sub.add_parser("resume", help="continue an interrupted run")
     resume.add_argument("run")

@@ -81,3 +81,13 @@ def test_ps_then_dfs_runs_both_stages_and_resumes(family3, tmp_path):
     assert Path(a).parent.name == runs["ps"] and (Path(a) / "config.json").is_file()
     assert all(LayerPath.from_recipe(Recipe.from_dict(c.recipe)).model_a == a for c in dfs_search)
     assert len(store.list_evaluations(runs["dfs"])) == 2 + 2  # plus A and B as references
+
+
+def test_the_cli_runs_pipelines_and_refuses_a_bad_one_in_one_line(tmp_path, capsys):
+    from evolve.cli import main
+
+    bad = tmp_path / "pipeline.yaml"
+    bad.write_text("name: p\npipeline: ps_then_dfs\nps: {}\n")
+    assert main(["pipeline", str(bad), "--store", f"sqlite:///{tmp_path / 'r.db'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bad}")
