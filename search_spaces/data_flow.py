@@ -44,6 +44,7 @@ from typing import Any, Literal
 import numpy as np
 
 from search_spaces.errors import InvalidGenomeError, RecipeError, UserError
+from search_spaces.parameter_space import check_genome
 from search_spaces.recipe import DTYPES, Recipe
 
 DATA_FLOW_METHOD = "data_flow"
@@ -523,17 +524,7 @@ class DataFlowSpace:
         return {c.label: float(v) for c, v in zip(self.coordinates, values)}
 
     def _check_genome(self, x: Any) -> np.ndarray:
-        try:
-            arr = np.asarray(x, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise InvalidGenomeError(f"genome: not a vector of numbers ({exc})") from None
-        if arr.shape != (self.dimension,):
-            raise InvalidGenomeError(f"genome: expected shape ({self.dimension},), got {arr.shape}")
-        bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0.0) | (arr > 1.0))
-        if bad.size:
-            i = int(bad[0])
-            raise InvalidGenomeError(f"genome[{i}] ({self.coordinates[i].label}) = {arr[i]!r} is outside [0, 1]")
-        return arr
+        return check_genome(x, self.dimension, [c.label for c in self.coordinates])
 
 
 def _is_number(v: Any) -> bool:

@@ -339,20 +339,7 @@ class ParameterSpace:
 
     # -- helpers ----------------------------------------------------------------------------
     def _check_genome(self, x: Any) -> np.ndarray:
-        try:
-            arr = np.asarray(x, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise InvalidGenomeError(f"genome: not a vector of numbers ({exc})") from None
-        if arr.shape != (self.dimension,):
-            raise InvalidGenomeError(f"genome: expected shape ({self.dimension},), got {arr.shape}")
-        bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0.0) | (arr > 1.0))
-        if bad.size:
-            i = int(bad[0])
-            raise InvalidGenomeError(
-                f"genome[{i}] ({self.coordinates[i].label}) = {arr[i]!r} is outside [0, 1]"
-                + (f" ({bad.size} coordinates in all)" if bad.size > 1 else "")
-            )
-        return arr
+        return check_genome(x, self.dimension, [c.label for c in self.coordinates])
 
     def _to_values(self, x: np.ndarray) -> np.ndarray:
         # Clipping keeps the endpoints exact (x = 1 gives upper even when lower + width rounds up).
@@ -544,3 +531,22 @@ def _short_names(paths: Sequence[str]) -> list[str]:
     """Last path component of each model when those are unique, else the full paths."""
     short = [PurePath(p).name or p for p in paths]
     return short if len(set(short)) == len(short) else list(paths)
+
+
+def check_genome(x: Any, dimension: int, labels: Sequence[str]) -> np.ndarray:
+    """``x`` as a float vector of shape ``(dimension,)`` inside the unit box, or an
+    `InvalidGenomeError` naming the first coordinate outside it (every space's genome check)."""
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidGenomeError(f"genome: not a vector of numbers ({exc})") from None
+    if arr.shape != (dimension,):
+        raise InvalidGenomeError(f"genome: expected shape ({dimension},), got {arr.shape}")
+    bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0.0) | (arr > 1.0))
+    if bad.size:
+        i = int(bad[0])
+        raise InvalidGenomeError(
+            f"genome[{i}] ({labels[i]}) = {arr[i]!r} is outside [0, 1]"
+            + (f" ({bad.size} coordinates in all)" if bad.size > 1 else "")
+        )
+    return arr
