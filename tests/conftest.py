@@ -25,3 +25,15 @@ def sharded_family(tmp_path_factory) -> list[Path]:
 
     root = tmp_path_factory.mktemp("sharded")
     return write_family(root, LlamaShape(layers=3), n_variants=2, seed=0, max_shard_bytes=40_000)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_ray_cluster_left_behind():
+    """Each test module starts from no Ray connection: a module that joined or started a cluster
+    leaves it when it ends, so the next one neither reuses it by accident nor sees it running."""
+    yield
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()

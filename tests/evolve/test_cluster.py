@@ -202,3 +202,27 @@ def test_a_postgresql_restart_mid_run_loses_no_result(postgres, family, tmp_path
     complete = [e for e in after.list_evaluations(run_id) if e.status == EvaluationStatus.COMPLETE]
     assert len(complete) == len({e.candidate_id for e in complete}) == 20 + 3
     assert len(after.list_snapshots(run_id)) == 20  # every tell recorded
+
+
+def test_several_runs_share_one_postgresql_store_at_once(cluster, postgres, family, tmp_path):
+    """Two drivers, two searches, one database, at the same time: each run keeps its own rows."""
+    address, _ = cluster
+    url = postgres.new_database()
+    drivers = []
+    for i in range(2):
+        work = tmp_path / f"driver{i}"
+        work.mkdir()
+        config = config_dict(family, name=f"concurrent-{i}", budget={"max_evaluations": 8},
+                             strategy={"name": "random", "seed": i, "settings": {}},
+                             evaluation={"engine_kwargs": {"delay": 0.3}}, resources={"workers": 1})
+        drivers.append(_run_cli(config, work, url, address, background=True))
+    for driver in drivers:
+        assert driver.wait(timeout=400) == 0, driver.stderr.read()[-3000:]
+    store = Store(url)
+    runs = store.list_runs()
+    assert sorted(r.name for r in runs) == ["concurrent-0", "concurrent-1"]
+    for run in runs:
+        assert run.status == RunStatus.FINISHED
+        evaluations = store.list_evaluations(run.id)
+        assert len(evaluations) == 8 + 3 and all(e.status == EvaluationStatus.COMPLETE for e in evaluations)
+        assert {c.run_id for c in store.list_candidates(run.id)} == {run.id}
