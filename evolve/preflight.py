@@ -13,8 +13,9 @@ In order, cheapest first:
    planner's own checks on the space's centre recipe), and ``layer_groups`` fits their layers;
 4. the backend can be imported;
 5. each task exists in the include path and reports its metric (lm-eval's `TaskManager`
-   loads task configs and local datasets without a model);
-6. the Ray address answers.
+   loads task configs and local datasets without a model).
+
+The Ray address is checked first of all (a socket connect, seconds at most).
 
 The CLI then opens the store (unreachable, or an old schema: one line) before Ray starts.
 
@@ -63,6 +64,10 @@ def check_run(config: RunConfig, source: str | Path | None = None) -> CheckedRun
     def fail(loc: tuple, message: str) -> UserError:
         return field_error(source, loc, message)
 
+    if config.resources.address:  # first: cheap, and a wrong address must not wait for the rest
+        from evolve.pool import check_reachable
+
+        check_reachable(config.resources.address)
     if config.data_flow is not None:  # a layer-path search: its own checks, same CheckedRun
         from evolve.data_flow import check_data_flow_run
 
@@ -82,10 +87,6 @@ def check_run(config: RunConfig, source: str | Path | None = None) -> CheckedRun
     else:
         _check_backend(config, fail)
         scoring = _scoring(config, needs_zoo, fail)
-    if config.resources.address:
-        from evolve.pool import check_reachable
-
-        check_reachable(config.resources.address)
     return CheckedRun(config, space, scoring, needs_zoo)
 
 
