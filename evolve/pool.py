@@ -86,7 +86,9 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         check_reachable(address)
         ray.init(address=address, log_to_driver=False, include_dashboard=False)
     else:
-        ray.init(num_cpus=num_cpus, log_to_driver=False, include_dashboard=False,
+        # "local": a new cluster of our own, never one some other process left running here
+        # (plain ray.init() would silently join the newest cluster on the machine).
+        ray.init(address="local", num_cpus=num_cpus, log_to_driver=False, include_dashboard=False,
                  configure_logging=False)
 
 
@@ -126,6 +128,7 @@ class WorkerPool:
         self.spec = spec
         self.placement_timeout = placement_timeout
         self.groups: list[Any] = [None] * size
+        self._ready: list[Any] = [None] * size  # per slot: its group's ready() ObjectRef
         self.actors: list[Any] = [None] * size  # None while the slot waits for room
         self._nodes: list[Any] = [None] * size  # per slot: the node id, or a pending ObjectRef of it
         self._busy: set[int] = set()
@@ -158,6 +161,7 @@ class WorkerPool:
         if self.groups[slot] is not None:
             remove_placement_group(self.groups[slot])
         self.groups[slot] = placement_group([self.bundle], strategy="PACK")
+        self._ready[slot] = self.groups[slot].ready()  # one probe per group, polled until it answers
         self.actors[slot] = None
         self._nodes[slot] = None
 
@@ -167,7 +171,7 @@ class WorkerPool:
 
         for slot in self.waiting():
             group = self.groups[slot]
-            ready, _ = ray.wait([group.ready()], timeout=0)
+            ready, _ = ray.wait([self._ready[slot]], timeout=0)
             if not ready:
                 continue
             self.actors[slot] = _WorkerActor.options(
