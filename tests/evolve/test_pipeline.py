@@ -76,11 +76,14 @@ def test_ps_then_dfs_runs_both_stages_and_resumes(family3, tmp_path):
     assert again == runs and [r.name for r in store.list_runs()] == ["psdfs/ps", "psdfs/dfs"]
     ps_search = store.list_candidates(runs["ps"], kind="search")
     dfs_search = store.list_candidates(runs["dfs"], kind="search")
-    assert len(ps_search) == 2 and len(dfs_search) == 2  # each stage's own budget
+    # Each stage's own budget: 2 tells. The DFS stage's first ask is A's own path, told the
+    # result of A scored as a reference, so it adds no search candidate of its own.
+    assert [len(store.list_snapshots(runs[s])) for s in ("ps", "dfs")] == [2, 2]
+    assert len(ps_search) == 2 and len(dfs_search) == 1
     a = store.get_run(runs["dfs"]).config["models"]["base"]
     assert Path(a).parent.name == runs["ps"] and (Path(a) / "config.json").is_file()
     assert all(LayerPath.from_recipe(Recipe.from_dict(c.recipe)).model_a == a for c in dfs_search)
-    assert len(store.list_evaluations(runs["dfs"])) == 2 + 2  # plus A and B as references
+    assert len(store.list_evaluations(runs["dfs"])) == 1 + 2  # plus A and B as references
 
 
 def test_the_cli_runs_pipelines_and_refuses_a_bad_one_in_one_line(tmp_path, capsys):

@@ -21,18 +21,11 @@ ENGINE = {"enforce_eager": True, "kv_cache_memory_bytes": 64 << 20}
 
 @pytest.fixture(scope="module")
 def in_process_vllm():
+    """Engines run in their own processes here: an in-process engine mixes its extension class
+    into vLLM's worker class for good, and an earlier test's `MergeExtension` would then clash
+    with `DataFlowExtension` (each engine of the product has its own process anyway)."""
     pytest.importorskip("vllm")
-    import vllm.envs as envs
-
-    set_num_threads = torch.set_num_threads  # vLLM's CPU worker replaces it with a no-op
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        envs.disable_envs_cache()
-        try:
-            yield
-        finally:
-            torch.set_num_threads = set_num_threads
-            envs.disable_envs_cache()
+    yield
 
 
 def greedy(llm):
