@@ -1,4 +1,4 @@
-"""Strategies by name: ours ("cma", "random", "m2n2") and any nevergrad optimizer.
+"""Strategies by name: ours ("cma", "random", "m2n2", "pareto") and any nevergrad optimizer.
 
 Our names match case-insensitively and take precedence, so "CMA" is our CMA-ES with the
 Sakana settings (sigma0 = 1/6, start 0.5), not nevergrad's default-configured "CMA". Any other
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from evolve.strategies.base import Strategy
 from evolve.strategies.m2n2 import GenomeLayout, M2N2Strategy
 from evolve.strategies.nevergrad_strategy import CMAStrategy, NevergradStrategy, resolve_optimizer_name
+from evolve.strategies.pareto import ParetoStrategy
 from evolve.strategies.random_search import RandomSearch
 from search_spaces.errors import UserError
 
@@ -27,6 +28,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "cma": CMAStrategy,
     "random": RandomSearch,
     "m2n2": M2N2Strategy,
+    "pareto": ParetoStrategy,
 }
 
 
@@ -58,8 +60,9 @@ def make_strategy(
     ``num_workers`` (nevergrad's cap candidates in flight at it; random and m2n2 ignore it),
     ``seeds`` (initial genomes, asked first: every strategy takes them; `evolve.seeds` builds
     them from ``strategy.seeds``), ``task_weights`` (task name -> the run config's weight:
-    m2n2 weighs its per-sample scores by them) and ``space`` (m2n2 reads its layer groups,
-    weight coordinates and bounds through `GenomeLayout.from_space`).
+    m2n2 weighs its per-sample scores by them; pareto's default objectives are these tasks) and
+    ``space`` (m2n2 reads its layer groups, weight coordinates and bounds through
+    `GenomeLayout.from_space`).
     """
     cls, optimizer = _resolve(name)
     known = _keywords(cls)

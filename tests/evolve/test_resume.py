@@ -41,7 +41,7 @@ def local_ray():
 
 
 @pytest.mark.parametrize("name, settings", [("cma", {"popsize": 4}), ("random", {}), ("m2n2", {"archive_size": 4}),
-                                            ("TwoPointsDE", {})])
+                                            ("pareto", {"population": 4}), ("TwoPointsDE", {})])
 def test_replay_rebuilds_the_strategy_exactly(local_ray, family, tmp_path, name, settings):
     store = Store(f"sqlite:///{tmp_path / 'runs.db'}")
     data = config_dict(family, strategy={"name": name, "seed": 7, "settings": settings},

@@ -43,6 +43,7 @@ CONFORMANCE = {
     "cma": {"popsize": 4},
     "random": {},
     "m2n2": {"archive_size": 4},
+    "pareto": {"population": 4},
     "NGOpt": {"budget": 60},
     "TwoPointsDE": {},
     "OnePlusOne": {},
