@@ -1,11 +1,17 @@
 """Merge throughput and peak memory: evolve-merge against mergekit, same recipes, one script.
 
-Generates (once, cached) a synthetic multi-shard Llama family of at least 0.5B parameters per
-model, then merges it with each recipe in a fresh subprocess per tool, so every peak RSS is
-that run's own. Throughput is input bytes read per second of wall time (each input tensor is
-read once by both tools). Run:
+Generates (once, cached in ``--dir``) a synthetic multi-shard bfloat16 Llama family of 0.5B
+parameters per model (400 MiB shards), then merges it with each recipe in a fresh subprocess
+per tool, so every peak RSS is that run's own. Both tools run on the CPU with the same number
+of threads and write safetensors shards of the same size to the same disk. Throughput is
+input bytes read per second of wall time (each input tensor is read once by both tools).
 
-    .venv/bin/python benchmarks/merge_throughput.py [--dir /tmp/evolve-bench] [--methods ties,linear] [--layers 32]
+The machine's limit is measured in the same script, also in a subprocess: a plain read of
+the same input files plus a plain write of as many bytes as the merged model has, in 64 MiB
+blocks, no merging. Inputs are in the page cache for every run (the limit run goes first
+and warms it), so this is the limit of a warm-cache merge. Run:
+
+    .venv/bin/python benchmarks/merge_throughput.py [--methods ties,linear] [--layers 32] [--out benchmarks/results]
 
 ``--methods ties-like`` runs the methods that build and combine task vectors (ties, sce,
 model_stock, ram, ramplus_tl, pcb, widen, ...). pcb and widen are not in mergekit: their
@@ -20,6 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -27,12 +34,16 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project and its test fixtures
+
 # ~0.5B parameters per model: 32 layers of width 1024, MLP 3072, vocab 32000.
 SHAPE = dict(hidden=1024, layers=32, heads=16, kv_heads=16, intermediate=3072, vocab=32000)
 SHARD_BYTES = 400 * 2**20
 
 RECIPES = {
     "linear": {"merge_method": "linear", "models": [
+        {"model": "{a}", "parameters": {"weight": 0.6}}, {"model": "{b}", "parameters": {"weight": 0.4}}]},
+    "task_arithmetic": {"merge_method": "task_arithmetic", "base_model": "{base}", "models": [
         {"model": "{a}", "parameters": {"weight": 0.6}}, {"model": "{b}", "parameters": {"weight": 0.4}}]},
     "ties": {"merge_method": "ties", "base_model": "{base}", "models": [
         {"model": "{a}", "parameters": {"weight": 0.6, "density": 0.5}},
@@ -63,30 +74,54 @@ RECIPES = {
 }
 TIES_LIKE = ("ties", "dare_ties", "sce", "model_stock", "ram", "ramplus_tl", "pcb", "widen")
 NOT_IN_MERGEKIT = {"pcb": "ties", "widen": "ties"}  # compared with mergekit's nearest method
+DEFAULT_METHODS = ("linear", "task_arithmetic", "ties", "dare_ties", "slerp")
+# Ours merges with min(4, cores) threads of single-threaded torch ops (workers.export);
+# mergekit gets as many torch threads.
+THREADS = max(1, min(4, os.cpu_count() or 1))
 
 WORKER = r"""
 import json, resource, sys, time
-tool, recipe_path, out = sys.argv[1:4]
-start = time.perf_counter()
+tool, recipe_path, out, threads = sys.argv[1:5]
+shard = 400 * 2**20
 if tool == "evolve":
     from search_spaces.recipe import Recipe
     from workers.export import merge_to_disk
-    merge_to_disk(Recipe.from_file(recipe_path), out, progress=False)
+    start = time.perf_counter()
+    merge_to_disk(Recipe.from_file(recipe_path), out, progress=False, max_shard_bytes=shard)
+elif tool == "limit":
+    import os, yaml
+    from pathlib import Path
+    recipe = yaml.safe_load(open(recipe_path))
+    used = {m["model"] for m in recipe["models"]} | ({recipe["base_model"]} if "base_model" in recipe else set())
+    files = sorted(f for p in used for f in Path(p).glob("*.safetensors"))
+    out_bytes = sum(f.stat().st_size for f in Path(recipe["models"][0]["model"]).glob("*.safetensors"))
+    block = bytearray(64 * 2**20)
+    os.makedirs(out)
+    start = time.perf_counter()
+    for f in files:
+        with open(f, "rb", buffering=0) as fh:
+            while fh.readinto(block):
+                pass
+    with open(os.path.join(out, "plain.bin"), "wb", buffering=0) as fh:
+        left = out_bytes
+        while left > 0:
+            left -= fh.write(memoryview(block)[:min(left, len(block))])
 else:
     import yaml
     from mergekit.config import MergeConfiguration
     from mergekit.merge import run_merge
     from mergekit.options import MergeOptions
     config = MergeConfiguration.model_validate(yaml.safe_load(open(recipe_path)))
-    run_merge(config, out, options=MergeOptions(copy_tokenizer=True, quiet=True, write_model_card=False,
-                                                random_seed=0, out_shard_size=400 * 2**20))
+    options = MergeOptions(copy_tokenizer=True, quiet=True, write_model_card=False, random_seed=0,
+                           out_shard_size=shard, num_threads=int(threads))
+    start = time.perf_counter()
+    run_merge(config, out, options=options)
 elapsed = time.perf_counter() - start
 print(json.dumps({"seconds": elapsed, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 
 
 def make_family(root: Path, layers: int) -> dict[str, Path]:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import torch
 
     from tests.fixtures.synthetic_models import LlamaShape, write_model
@@ -127,8 +162,8 @@ def run_one(tool: str, recipe: dict, work: Path) -> dict:
     out = work / f"out-{tool}"
     shutil.rmtree(out, ignore_errors=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_NO_ADVISORY_WARNINGS="1")
-    proc = subprocess.run([sys.executable, "-c", WORKER, tool, str(recipe_path), str(out)],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, "-c", WORKER, tool, str(recipe_path), str(out), str(THREADS)],
+                          capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
     if proc.returncode != 0:
         raise SystemExit(f"{tool} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -136,43 +171,92 @@ def run_one(tool: str, recipe: dict, work: Path) -> dict:
     return result
 
 
+def resolve(method: str, paths: dict[str, Path]) -> dict:
+    text = json.dumps(RECIPES[method])
+    for key, path in paths.items():
+        text = text.replace("{" + key + "}", str(path))
+    return json.loads(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "evolve-bench")
-    parser.add_argument("--methods", default=",".join(RECIPES))
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--dir", type=Path, default=Path.home() / ".cache" / "evolve-merge" / "bench-models",
+                        help="where the synthetic family is generated (once) and merges are written")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated, or ties-like, or all")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per tool and method; the fastest is kept")
     parser.add_argument("--layers", type=int, default=SHAPE["layers"], help="fewer layers: a smaller family")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks") / "results", help="JSON and PNG go here")
     args = parser.parse_args()
-    if args.methods == "ties-like":
-        args.methods = ",".join(TIES_LIKE)
+    methods = {"ties-like": TIES_LIKE, "all": tuple(RECIPES)}.get(args.methods) or tuple(args.methods.split(","))
     paths = make_family(args.dir / f"family-{args.layers}", args.layers)
     work = args.dir / "work"
     work.mkdir(parents=True, exist_ok=True)
-    table = Table(title="merge throughput (input GB/s) and peak RSS, same recipes")
-    for col in ("method", "evolve GB/s", "mergekit GB/s", "speed ratio", "evolve peak RSS", "mergekit peak RSS", "RSS ratio"):
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    console.print(f"{THREADS} merge threads per tool")
+    table = Table(title=f"merge throughput (input GB/s) and peak RSS, same recipes, {THREADS} threads each")
+    for col in ("method", "limit GB/s", "evolve GB/s", "mergekit GB/s", "speed ratio", "of limit", "evolve peak RSS",
+                "mergekit peak RSS", "RSS ratio"):
         table.add_column(col)
     rows = []
-    for method in args.methods.split(","):
-        recipe = json.loads(json.dumps(RECIPES[method]).replace("{base}", str(paths["base"]))
-                            .replace("{a}", str(paths["a"])).replace("{b}", str(paths["b"])))
+    for method in methods:
+        recipe = resolve(method, paths)
         size = input_bytes(recipe, paths)
         best = {}
-        for tool in ("evolve", "mergekit"):
-            tool_recipe = recipe
-            if tool == "mergekit" and method in NOT_IN_MERGEKIT:
-                tool_recipe = json.loads(json.dumps(RECIPES[NOT_IN_MERGEKIT[method]]).replace("{base}", str(paths["base"]))
-                                         .replace("{a}", str(paths["a"])).replace("{b}", str(paths["b"])))
-            runs = [run_one(tool, tool_recipe, work) for _ in range(args.repeats)]
+        for tool in ("limit", "evolve", "mergekit"):
+            tool_recipe = resolve(NOT_IN_MERGEKIT[method], paths) if tool == "mergekit" and method in NOT_IN_MERGEKIT else recipe
+            # the limit gets one extra run, which warms the page cache for all three
+            runs = [run_one(tool, tool_recipe, work) for _ in range(args.repeats + (tool == "limit"))]
             best[tool] = min(runs, key=lambda r: r["seconds"])
             best[tool]["gbps"] = size / best[tool]["seconds"] / 1e9
-        ours, theirs = best["evolve"], best["mergekit"]
-        rows.append({"method": method, "input_bytes": size, "evolve": ours, "mergekit": theirs})
+        ours, theirs, limit = best["evolve"], best["mergekit"], best["limit"]
+        rows.append({"method": method, "input_bytes": size, "limit": limit, "evolve": ours, "mergekit": theirs,
+                     "speed_ratio": ours["gbps"] / theirs["gbps"],
+                     "rss_ratio": ours["peak_rss_bytes"] / theirs["peak_rss_bytes"],
+                     "fraction_of_limit": ours["gbps"] / limit["gbps"]})
         label = f"{method} (mergekit: {NOT_IN_MERGEKIT[method]})" if method in NOT_IN_MERGEKIT else method
-        table.add_row(label, f"{ours['gbps']:.2f}", f"{theirs['gbps']:.2f}", f"{ours['gbps'] / theirs['gbps']:.2f}x",
+        table.add_row(label, f"{limit['gbps']:.2f}", f"{ours['gbps']:.2f}", f"{theirs['gbps']:.2f}", f"{rows[-1]['speed_ratio']:.2f}x",
+                      f"{rows[-1]['fraction_of_limit']:.0%}",
                       f"{ours['peak_rss_bytes'] / 2**30:.2f} GiB", f"{theirs['peak_rss_bytes'] / 2**30:.2f} GiB",
-                      f"{ours['peak_rss_bytes'] / theirs['peak_rss_bytes']:.2f}")
+                      f"{rows[-1]['rss_ratio']:.2f}")
+        console.print(f"{method}: limit {limit['seconds']:.1f} s, evolve {ours['seconds']:.1f} s, "
+                      f"mergekit {theirs['seconds']:.1f} s")
     console.print(table)
-    (args.dir / "merge_throughput.json").write_text(json.dumps(rows, indent=2))
+    from tests.fixtures.synthetic_models import LlamaShape
+
+    shape = {**SHAPE, "layers": args.layers}
+    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": THREADS, "cpus": os.cpu_count(),
+              "shape": shape, "parameters_per_model": param_count(LlamaShape(**shape)), "dtype": "bfloat16",
+              "methods": rows}
+    (args.out / "merge_throughput.json").write_text(json.dumps(report, indent=2))
+    plot(report, args.out / "merge_throughput.png")
+    console.print(f"results: {args.out / 'merge_throughput.json'}, {args.out / 'merge_throughput.png'}")
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["methods"]
+    x = range(len(rows))
+    fig, (speed, rss) = plt.subplots(1, 2, figsize=(10, 4))
+    for offset, tool, color in ((-0.2, "evolve", "tab:blue"), (0.2, "mergekit", "tab:gray")):
+        speed.bar([i + offset for i in x], [r[tool]["gbps"] for r in rows], 0.4, label=tool, color=color)
+        rss.bar([i + offset for i in x], [r[tool]["peak_rss_bytes"] / 2**30 for r in rows], 0.4, label=tool, color=color)
+    speed.scatter(list(x), [r["limit"]["gbps"] for r in rows], marker="_", s=900, color="tab:red",
+                  label="plain read+write", zorder=3)
+    speed.set_ylabel("input GB/s")
+    rss.set_ylabel("peak RSS (GiB)")
+    for ax in (speed, rss):
+        ax.set_xticks(list(x), [r["method"] for r in rows], rotation=20)
+        ax.legend()
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"merge of {report['parameters_per_model'] / 1e9:.2f}B-parameter bf16 models, "
+                 f"{report['threads']} threads each")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 console = Console()
