@@ -4,8 +4,8 @@ A run config with a ``data_flow:`` section searches layer paths over models A (`
 and B (the one entry of ``models.sources``) through the same loop, store, resume and
 leaderboard as a parameter-space run; only the space, the worker and the references differ.
 Pre-flight fails in one line (exit 2) before any evaluation when A and B differ in family or
-hidden size, when the family's layer layout is unknown, when the path bound does not fit the
-slot layout, or when the backend cannot score paths.
+hidden size (their depths may differ), when the family's layer layout is unknown, when the
+path bound does not fit the slot layout, or when the backend cannot score paths.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ DATA_FLOW_FACTORY = "workers.data_flow_scorer:DataFlowCandidateScorer"
 def check_data_flow_run(config: RunConfig, fail) -> Any:
     """`evolve.preflight.check_run` for a ``data_flow`` config; returns its `CheckedRun`."""
     from evolve.preflight import (
-        CheckedRun, _check_backend, _check_strategy, _model_paths, _scoring, _zoo_layers,
+        ZOO_PREFIX, CheckedRun, _check_backend, _check_strategy, _model_paths, _scoring, _zoo_layers,
     )
+    from workers.checkpoint import Checkpoint
 
     dfs = config.data_flow
     assert dfs is not None
@@ -35,9 +36,9 @@ def check_data_flow_run(config: RunConfig, fail) -> Any:
     paths, needs_zoo = _model_paths(config, fail)
     a, b = paths[config.models.base], paths[config.models.sources[0]]
     if needs_zoo:
-        num_layers = _zoo_layers()
+        depths = [_zoo_layers(ref) if ref.startswith(ZOO_PREFIX) else Checkpoint.open(paths[ref]).num_layers
+                  for ref in (config.models.base, config.models.sources[0])]
     else:
-        from workers.checkpoint import Checkpoint
         from workers.data_flow import check_pair
 
         try:
@@ -45,14 +46,10 @@ def check_data_flow_run(config: RunConfig, fail) -> Any:
             check_pair(ckpt_a, ckpt_b)
         except UserError as exc:
             raise fail(("models",), str(exc)) from None
-        if ckpt_a.num_layers != ckpt_b.num_layers:
-            raise fail(("models", "sources", 0), f"model B has {ckpt_b.num_layers} layers, model A "
-                                                 f"{ckpt_a.num_layers}; the slot layout needs equal depths")
-        num_layers = ckpt_a.num_layers
-    space = data_flow_space(config, a, b, num_layers, fail)
+        depths = [ckpt_a.num_layers, ckpt_b.num_layers]
+    space = data_flow_space(config, a, b, depths, fail)
     _check_strategy(config, space, fail)
     if not needs_zoo:
-        from workers.checkpoint import Checkpoint
         from workers.data_flow import plan_path
 
         try:  # the starting path plans against the real checkpoints, padded to the engine's depth
@@ -69,11 +66,11 @@ def check_data_flow_run(config: RunConfig, fail) -> Any:
     return CheckedRun(config, space, scoring, needs_zoo)
 
 
-def data_flow_space(config: RunConfig, a: str, b: str, num_layers: int, fail) -> DataFlowSpace:
+def data_flow_space(config: RunConfig, a: str, b: str, depths: list[int], fail) -> DataFlowSpace:
     dfs = config.data_flow
     assert dfs is not None
     try:
-        return DataFlowSpace(a, b, num_layers, repeats=dfs.repeats, scales=dfs.scales,
+        return DataFlowSpace(a, b, depths[0], depths[1], repeats=dfs.repeats, scales=dfs.scales,
                              scale_range=tuple(dfs.scale_range), max_path_length=dfs.max_path_length,
                              fix_ends=dfs.fix_ends, slot_order=dfs.slot_order,
                              max_cumulative_scale=dfs.max_cumulative_scale, dtype=config.space.dtype,
@@ -95,5 +92,5 @@ def data_flow_references(space: DataFlowSpace) -> dict[str, Recipe]:
     The centre of the box *is* model A's path: the loop tells that search candidate the
     reference's result instead of scoring it twice.
     """
-    return {Path(m).name: LayerPath(m, tuple(PathStep(m, i) for i in range(space.num_layers)), space.dtype).to_recipe()
-            for m in space.models}
+    return {Path(m).name: LayerPath(m, tuple(PathStep(m, i) for i in range(space.depth(k))), space.dtype).to_recipe()
+            for k, m in enumerate(space.models)}

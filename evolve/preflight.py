@@ -13,7 +13,9 @@ In order, cheapest first:
    planner's own checks on the space's centre recipe), and ``layer_groups`` fits their layers;
 4. the backend can be imported;
 5. each task exists in the include path and reports its metric (lm-eval's `TaskManager`
-   loads task configs and local datasets without a model).
+   loads task configs and local datasets without a model);
+6. a ``fidelity:`` section fits the run: no data-flow search, a strategy that needs no
+   per-sample scores on common documents, and ``low_limit`` below every validation task's size.
 
 The Ray address is checked first of all (a socket connect, seconds at most).
 
@@ -42,10 +44,14 @@ ZOO_PREFIX = "zoo:"
 
 @dataclass(frozen=True)
 class Scoring:
-    """What every worker scores with, built once here: `EvalSettings` and `TaskSpec` as plain data."""
+    """What every worker scores with, built once here: `EvalSettings` and `TaskSpec` as plain data.
+
+    ``low_tasks``: the low-fidelity tasks of a multi-fidelity run (None otherwise).
+    """
 
     settings: dict[str, Any]
     tasks: tuple[dict[str, Any], ...]
+    low_tasks: tuple[dict[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,7 @@ def check_run(config: RunConfig, source: str | Path | None = None) -> CheckedRun
         from evolve.pool import check_reachable
 
         check_reachable(config.resources.address)
+    _check_fidelity(config, fail)
     if config.data_flow is not None:  # a layer-path search: its own checks, same CheckedRun
         from evolve.data_flow import check_data_flow_run
 
@@ -78,9 +85,9 @@ def check_run(config: RunConfig, source: str | Path | None = None) -> CheckedRun
     _check_strategy(config, space, fail)
     if not needs_zoo:
         _check_models(config, space, fail)
-    elif config.space.layer_groups > _zoo_layers():
+    elif config.models.base.startswith(ZOO_PREFIX) and config.space.layer_groups > _zoo_layers(config.models.base):
         raise fail(("space", "layer_groups"), f"{config.space.layer_groups} groups, but the zoo's models have "
-                                              f"{_zoo_layers()} layers")
+                                              f"{_zoo_layers(config.models.base)} layers")
     scoring = None
     if config.evaluation.backend == "analytic":
         _check_analytic(config, fail)
@@ -113,7 +120,7 @@ def _did_you_mean(name: str, known) -> str:
 
 def _model_paths(config: RunConfig, fail) -> tuple[dict[str, str], bool]:
     """Config reference -> model directory; zoo models resolve to where the zoo is (or will be)."""
-    from workers.zoo import MODEL_NAMES, default_zoo_dir, is_built
+    from workers.zoo.catalog import ZOO_MODEL_NAMES, model_dir, models_built
 
     refs = [(("models", "base"), config.models.base)]
     refs += [(("models", "sources", i), ref) for i, ref in enumerate(config.models.sources)]
@@ -122,12 +129,11 @@ def _model_paths(config: RunConfig, fail) -> tuple[dict[str, str], bool]:
     for loc, ref in refs:
         if ref.startswith(ZOO_PREFIX):
             name = ref.removeprefix(ZOO_PREFIX)
-            if name not in MODEL_NAMES:
-                raise fail(loc, f"'{ref}' names no zoo model{_did_you_mean(name, MODEL_NAMES)} "
-                                f"(zoo models: {', '.join(MODEL_NAMES)})")
-            root = default_zoo_dir().absolute()
-            needs_zoo = needs_zoo or not is_built(root)
-            paths[ref] = str(root / "models" / name)
+            if name not in ZOO_MODEL_NAMES:
+                raise fail(loc, f"'{ref}' names no zoo model{_did_you_mean(name, ZOO_MODEL_NAMES)} "
+                                f"(zoo models: {', '.join(ZOO_MODEL_NAMES)})")
+            needs_zoo = needs_zoo or not models_built([name])
+            paths[ref] = str(model_dir(name))
             continue
         path = Path(ref).expanduser()
         if not path.is_dir():
@@ -187,10 +193,47 @@ def _check_models(config: RunConfig, space: ParameterSpace, fail) -> None:
                                               f"{base.num_layers} layers")
 
 
-def _zoo_layers() -> int:
-    from workers.zoo.train import LAYERS
+def _zoo_layers(ref: str) -> int:
+    """Layers of zoo model ``ref`` (``zoo:NAME``), known before the zoo is built."""
+    from workers.zoo.catalog import model_depth
 
-    return LAYERS
+    return model_depth(ref.removeprefix(ZOO_PREFIX))
+
+
+# -- scoring ------------------------------------------------------------------------------
+
+
+def _check_fidelity(config: RunConfig, fail) -> None:
+    """What a ``fidelity:`` section needs, short of the task sizes (checked in `_scoring`)."""
+    fidelity = config.fidelity
+    if fidelity is None:
+        return
+    if config.data_flow is not None:
+        raise fail(("fidelity",), "multi-fidelity scoring is not supported for data_flow runs")
+    if config.evaluation.backend == "analytic":  # workers.analytic_fidelity: 20 questions
+        from workers.analytic_scorer import N_SAMPLES
+
+        if fidelity.low_limit >= N_SAMPLES:
+            raise fail(("fidelity", "low_limit"), f"{fidelity.low_limit} is not below the analytic "
+                                                  f"scorer's {N_SAMPLES} questions")
+    if config.strategy.name == "m2n2":
+        raise fail(("fidelity",), "m2n2 competes on per-sample scores over the same documents for every "
+                                  "candidate, which low and full results do not share; use cma or random")
+    validation = [(i, t) for i, t in enumerate(config.tasks) if t.split == "validation"]
+    if not validation:
+        raise fail(("fidelity",), "no task is scored on the validation split, so none can be subsampled")
+    for i, task in validation:
+        if task.limit is not None and fidelity.low_limit >= task.limit:
+            raise fail(("fidelity", "low_limit"), f"{fidelity.low_limit} documents is not below "
+                                                  f"tasks[{i}].limit ({task.limit}) of '{task.name}'")
+
+
+def low_fidelity_tasks(specs, low_limit: int) -> list:
+    """Each validation `TaskSpec` on ``low_limit`` documents drawn at random (seeded by
+    `EvalSettings.seed`, so the same documents for every candidate); no test split."""
+    import dataclasses
+
+    return [dataclasses.replace(t, limit=low_limit, subsample="random") for t in specs if t.split == "validation"]
 
 
 # -- scoring ------------------------------------------------------------------------------
@@ -265,6 +308,7 @@ def _scoring(config: RunConfig, needs_zoo: bool, fail) -> Scoring:
         "gen_kwargs": evaluation.gen_kwargs, "apply_chat_template": evaluation.apply_chat_template,
     })
     specs = [TaskSpec.from_dict(t.model_dump(), where=f"tasks[{i}]") for i, t in enumerate(config.tasks)]
+    low = low_fidelity_tasks(specs, config.fidelity.low_limit) if config.fidelity else None
     if evaluation.report_test:
         specs += [dataclasses.replace(t, split="test") for t in specs if t.split == "validation"]
 
@@ -287,4 +331,13 @@ def _scoring(config: RunConfig, needs_zoo: bool, fail) -> Scoring:
                 head, _, message = str(exc).partition(": ")
                 attr = head.rsplit("].", 1)[1] if "]." in head else "name"
                 raise fail(("tasks", index, attr), message) from None
-    return Scoring(settings.to_dict(), tuple(t.to_dict() for t in specs))
+        for spec in low or []:
+            full = next(t for t in specs if t.name == spec.name and t.split == "validation")
+            documents = runner.documents(full)
+            size = len(runner.task(full).eval_docs) if documents is None else len(documents)
+            if spec.limit >= size:
+                raise fail(("fidelity", "low_limit"), f"{spec.limit} documents is not below the {size} that "
+                                                      f"'{spec.name}' scores at full fidelity")
+            runner.prepare([spec])
+    return Scoring(settings.to_dict(), tuple(t.to_dict() for t in specs),
+                   None if low is None else tuple(t.to_dict() for t in low))

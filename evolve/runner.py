@@ -9,7 +9,7 @@ from evolve.config import RunConfig
 from evolve.heartbeat import GRACE_SECONDS, DriverHeartbeat
 from evolve.loop import LoopStats, RunFailed, SearchLoop
 from evolve.pool import WorkerPool, WorkerSpec, WorkerStartError, connect
-from evolve.preflight import CheckedRun, build_strategy, check_run
+from evolve.preflight import ZOO_PREFIX, CheckedRun, build_strategy, check_run
 from evolve.store import Store
 from evolve.store.records import RunStatus
 from search_spaces.errors import UserError
@@ -18,6 +18,7 @@ from search_spaces.recipe import Recipe
 
 SCORER_FACTORY = "workers.candidate_scorer:CandidateScorer"
 ANALYTIC_FACTORY = "workers.analytic_scorer:AnalyticScorer"
+ANALYTIC_FIDELITY_FACTORY = "workers.analytic_fidelity:AnalyticFidelityScorer"
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,10 @@ def reference_recipes(space: ParameterSpace) -> dict[str, Recipe]:
 def worker_spec(checked: CheckedRun) -> WorkerSpec:
     """How each worker actor builds its scorer: plain data only, settings as pre-flight built them."""
     config, space = checked.config, checked.space
-    if checked.scoring is None:
+    if checked.scoring is None and config.fidelity is not None:
+        factory = ANALYTIC_FIDELITY_FACTORY
+        kwargs = {**config.evaluation.engine_kwargs, "low_limit": config.fidelity.low_limit}
+    elif checked.scoring is None:
         factory, kwargs = ANALYTIC_FACTORY, dict(config.evaluation.engine_kwargs)
     elif is_data_flow_space(space):
         from evolve.data_flow import DATA_FLOW_FACTORY, data_flow_worker_kwargs
@@ -58,6 +62,8 @@ def worker_spec(checked: CheckedRun) -> WorkerSpec:
         factory = SCORER_FACTORY
         kwargs = {"models": [space.base_model, *space.models],  # base first: the live model starts from it
                   "settings": checked.scoring.settings, "tasks": list(checked.scoring.tasks)}
+        if checked.scoring.low_tasks is not None:
+            kwargs["low_tasks"] = list(checked.scoring.low_tasks)
     return WorkerSpec(factory, kwargs,
                       num_cpus=config.resources.cpus_per_worker, num_gpus=config.resources.gpus_per_worker)
 
@@ -75,7 +81,8 @@ def execute(store: Store, run_id: str, checked: CheckedRun, *, resume: bool, pro
             pool = WorkerPool(config.resources.workers, worker_spec(checked))
             loop = SearchLoop(store, run_id, space, strategy, pool, config.budget.max_evaluations, max_seconds,
                               max_retries=config.resources.max_retries, progress=progress,
-                              references=reference_recipes(space), fail_fast=config.fail_fast)
+                              references=reference_recipes(space), fail_fast=config.fail_fast,
+                              fidelity=config.fidelity)
             pending = []
             if resume:
                 # The driver that owned this run is gone (or overridden with --force), so none
@@ -103,9 +110,7 @@ def execute(store: Store, run_id: str, checked: CheckedRun, *, resume: bool, pro
 def start(store: Store, checked: CheckedRun, *, progress: bool = True) -> RunOutcome:
     """A new run of a pre-flighted config (`evolve.preflight.check_run`)."""
     if checked.needs_zoo:
-        from workers.zoo import build_zoo
-
-        build_zoo(progress=progress)
+        _build_zoo(checked.config, progress)
     config = checked.config
     run = store.create_run(config.name, config.model_dump(mode="json"), seed=config.strategy.seed)
     return execute(store, run.id, checked, resume=False, progress=progress)
@@ -125,7 +130,13 @@ def resume(store: Store, run_id: str, *, force: bool = False, progress: bool = T
                         f"after {GRACE_SECONDS:.0f} s without a heartbeat); wait, or pass --force")
     checked = check_run(RunConfig.model_validate(run.config))
     if checked.needs_zoo:
-        from workers.zoo import build_zoo
-
-        build_zoo(progress=progress)
+        _build_zoo(checked.config, progress)
     return execute(store, run_id, checked, resume=True, progress=progress)
+
+
+def _build_zoo(config: RunConfig, progress: bool) -> None:
+    """Build the zoo models the config names (`workers.zoo.catalog`), before the run gets a row."""
+    from workers.zoo.catalog import build_models
+
+    refs = [config.models.base, *config.models.sources]
+    build_models([r.removeprefix(ZOO_PREFIX) for r in refs if r.startswith(ZOO_PREFIX)], progress=progress)

@@ -1,7 +1,7 @@
 """The data-flow-space (DFS) genome codec: a vector in [0, 1]^d to and from a layer path.
 
 After *Evolutionary Optimization of Model Merging Recipes* (Sakana AI, 2024): the layers of
-models A and B (L each, M = 2L in all) are laid out in order, A's then B's (or interleaved
+models A and B (L_A and L_B, M = L_A + L_B in all) are laid out in order, A's then B's (or interleaved
 A0 B0 A1 B1 ...), and that layout is repeated ``repeats`` times, giving T = M * repeats slots.
 Slot t is on when its indicator I_t > 0; the path is the on slots in slot order. A scale
 multiplies the input of each placed layer: ``W[i][j]`` when the path steps from layer i to
@@ -54,7 +54,7 @@ SlotOrder = Literal["sequential", "interleaved"]
 SCALE_FORMS: tuple[str, ...] = ("full", "per_slot", "none")
 SLOT_ORDERS: tuple[str, ...] = ("sequential", "interleaved")
 _ON, _OFF = 0.5, -0.5  # the indicator values `encode` writes
-_KEYS = ("model_a", "model_b", "num_layers", "repeats", "scales", "scale_range", "max_path_length",
+_KEYS = ("model_a", "model_b", "num_layers", "num_layers_b", "repeats", "scales", "scale_range", "max_path_length",
          "fix_ends", "slot_order", "max_cumulative_scale", "dtype", "seed")
 
 
@@ -195,11 +195,12 @@ class DataFlowSpace:
 
     model_a: str
     model_b: str
-    num_layers: int                      # L: layers of each model
+    num_layers: int                      # L_A: model A's layers
+    num_layers_b: int | None = None      # L_B: model B's layers (None: L_A); stacking may need more
     repeats: int = 3
     scales: str = "per_slot"
     scale_range: tuple[float, float] = (0.5, 2.0)
-    max_path_length: int | None = None   # None: 2 L (twice a model's depth)
+    max_path_length: int | None = None   # None: L_A + L_B
     fix_ends: bool = True
     slot_order: str = "sequential"
     max_cumulative_scale: float = 16.0
@@ -214,7 +215,9 @@ class DataFlowSpace:
                 raise UserError(f"{where}.{name}: required, a model path")
         if self.model_a == self.model_b:
             raise UserError(f"{where}.model_b: must differ from model_a ('{self.model_a}')")
-        for name, minimum in (("num_layers", 2 if self.fix_ends else 1), ("repeats", 1)):
+        if self.num_layers_b is None:
+            object.__setattr__(self, "num_layers_b", self.num_layers)
+        for name, minimum in (("num_layers", 2 if self.fix_ends else 1), ("num_layers_b", 1), ("repeats", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise UserError(f"{where}.{name}: must be an integer >= {minimum}, got {value!r}")
@@ -235,7 +238,7 @@ class DataFlowSpace:
         if not _is_number(bound) or not math.isfinite(bound) or bound < hi:
             raise UserError(f"{where}.max_cumulative_scale: must be a number >= the upper scale {hi}, got {bound!r}")
         object.__setattr__(self, "max_cumulative_scale", float(bound))
-        limit = self.max_path_length if self.max_path_length is not None else 2 * self.num_layers
+        limit = self.max_path_length if self.max_path_length is not None else self.layers_per_repeat
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < self._fixed + 1:
             raise UserError(f"{where}.max_path_length: must be an integer >= {self._fixed + 1}, got {limit!r}")
         if limit > self.num_slots + self._fixed:
@@ -274,8 +277,12 @@ class DataFlowSpace:
 
     @property
     def layers_per_repeat(self) -> int:
-        """M: the layers of both models."""
-        return 2 * self.num_layers
+        """M = L_A + L_B: the layers of both models."""
+        return self.num_layers + self.num_layers_b
+
+    def depth(self, model: int) -> int:
+        """Layers of model 0 (A) or 1 (B)."""
+        return self.num_layers if model == 0 else self.num_layers_b
 
     @property
     def num_slots(self) -> int:
@@ -289,10 +296,10 @@ class DataFlowSpace:
     @cached_property
     def layout(self) -> tuple[tuple[int, int], ...]:
         """(model index, layer) of each of the M layers of one repetition, in slot order."""
-        L = self.num_layers
         if self.slot_order == "sequential":
-            return tuple((m, i) for m in (0, 1) for i in range(L))
-        return tuple((m, i) for i in range(L) for m in (0, 1))
+            return tuple((m, i) for m in (0, 1) for i in range(self.depth(m)))
+        return tuple((m, i) for i in range(max(self.num_layers, self.num_layers_b)) for m in (0, 1)
+                     if i < self.depth(m))
 
     def slot(self, t: int) -> tuple[int, int, int]:
         """(repetition, model index, layer) of slot ``t``."""
@@ -300,8 +307,11 @@ class DataFlowSpace:
         return (r, *self.layout[p])
 
     def layer_id(self, model: int, layer: int) -> int:
-        """Row/column of ``W`` for a layer: A's layers 0..L-1, then B's."""
-        return model * self.num_layers + layer
+        """Row/column of ``W`` for a layer: A's layers 0..L_A-1, then B's."""
+        return layer + (self.num_layers if model else 0)
+
+    def _layer_of_id(self, i: int) -> tuple[int, int]:
+        return (0, i) if i < self.num_layers else (1, i - self.num_layers)
 
     @cached_property
     def _start_on(self) -> np.ndarray:
@@ -350,7 +360,7 @@ class DataFlowSpace:
         if self.scales == "full":
             for i in range(self.layers_per_repeat):
                 for j in range(self.layers_per_repeat):
-                    src, dst = divmod(i, self.num_layers), divmod(j, self.num_layers)
+                    src, dst = self._layer_of_id(i), self._layer_of_id(j)
                     out.append(DataFlowCoordinate(len(out), "scales",
                                                   f"W[{name[src[0]]}.{src[1]}->{name[dst[0]]}.{dst[1]}]", lo, hi,
                                                   self.repeats, SCALE_PARAM))
@@ -442,8 +452,8 @@ class DataFlowSpace:
         for k, s in enumerate(path.steps):
             if s.model not in index:
                 raise RecipeError(f"slices[{k}]: model '{s.model}' is neither A nor B of the space")
-            if s.layer >= self.num_layers:
-                raise RecipeError(f"slices[{k}]: layer {s.layer}, but the models have {self.num_layers}")
+            if s.layer >= self.depth(index[s.model]):
+                raise RecipeError(f"slices[{k}]: layer {s.layer}, but '{s.model}' has {self.depth(index[s.model])}")
             placed.append((index[s.model], s.layer))
         if path.length > self.max_path_length:
             raise RecipeError(f"slices: {path.length} steps, above max_path_length {self.max_path_length}")

@@ -31,10 +31,11 @@ def pair(tmp_path_factory) -> dict[str, Path]:
     a, b = _models(root / "llama", "llama")
     (wide,) = _models(root / "wide", "llama", hidden_size=256, intermediate_size=256)[:1]
     (qwen,) = _models(root / "qwen", "qwen3")[:1]
+    (deep,) = _models(root / "deep", "llama", num_hidden_layers=LAYERS + 1)[:1]
     from fixtures.synthetic_tasks import write_synthetic_tasks
 
     tasks = write_synthetic_tasks(root / "tasks", a, n_validation=6, n_test=4)
-    return {"a": a, "b": b, "wide": wide, "qwen": qwen, "tasks": tasks}
+    return {"a": a, "b": b, "wide": wide, "qwen": qwen, "deep": deep, "tasks": tasks}
 
 
 def dfs_config(pair, **over) -> dict:
@@ -83,6 +84,26 @@ def test_data_flow_mistakes_are_one_line_and_exit_2(case, pair, tmp_path, capsys
     assert code == 2 and len(err) == 1, err
     assert re.search(expected, err[0]), err[0]
     assert not db.exists() and not ray.is_initialized()
+
+
+def test_models_of_different_depths_make_one_slot_layout(pair):
+    from evolve.config import RunConfig
+    from evolve.preflight import check_run
+
+    checked = check_run(RunConfig.model_validate(dfs_config(pair, models={"base": str(pair["a"]),
+                                                                          "sources": [str(pair["deep"])]})))
+    assert (checked.space.num_layers, checked.space.num_layers_b, checked.space.num_slots) == (3, 4, 14)
+
+
+def test_the_zoo_pair_preflights_before_it_is_built(tmp_path, monkeypatch):
+    from evolve.config import load_config
+    from evolve.preflight import check_run
+
+    monkeypatch.setenv("EVOLVE_ZOO_DIR", str(tmp_path / "zoo"))
+    checked = check_run(load_config(Path(__file__).resolve().parents[2] / "examples" / "zoo_dfs.yaml"))
+    assert checked.needs_zoo and (checked.space.num_layers, checked.space.num_layers_b) == (5, 4)
+    assert checked.space.model_a.endswith("zoo/dfs-v1/models/reader")
+    assert not (tmp_path / "zoo").exists()  # nothing is built before the run starts
 
 
 @pytest.mark.parametrize("name", ["cma", "random", "m2n2"])

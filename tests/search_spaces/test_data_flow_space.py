@@ -46,6 +46,29 @@ def test_interleaved_order():
     assert [s.slot(t) for t in range(4)] == [(0, 0, 0), (0, 1, 0), (0, 0, 1), (0, 1, 1)]
 
 
+@pytest.mark.parametrize("slot_order", ["sequential", "interleaved"])
+@pytest.mark.parametrize("scales", ["per_slot", "full", "none"])
+def test_models_of_different_depths(slot_order, scales):
+    """Stacking: A has 5 layers, B 4 (the zoo's reader and adder); A's last layer ends the path."""
+    s = space(num_layers=5, num_layers_b=4, slot_order=slot_order, scales=scales)
+    assert s.layers_per_repeat == 9 and s.num_slots == 27 and s.max_path_length == 9
+    assert sorted(s.layout) == [(0, i) for i in range(5)] + [(1, i) for i in range(4)]
+    if slot_order == "interleaved":
+        assert s.layout[-1] == (0, 4)
+    assert s.dimension == 27 + {"per_slot": 28, "full": 81, "none": 0}[scales]
+    start = s.decode_path(s.start_genome())
+    assert [(st.model, st.layer) for st in start.steps] == [("zoo/a", i) for i in range(5)]
+    stacked = LayerPath("zoo/a", (PathStep("zoo/a", 0), *(PathStep("zoo/b", i) for i in range(4)), PathStep("zoo/a", 4)))
+    assert s.decode(s.encode(stacked)) == stacked.to_recipe()
+    with pytest.raises(RecipeError, match="layer 4, but 'zoo/b' has 4"):
+        s.encode(LayerPath("zoo/a", (PathStep("zoo/a", 0), PathStep("zoo/b", 4), PathStep("zoo/a", 4))))
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        recipe = s.decode(rng.random(s.dimension))
+        assert all(st.layer < (5 if st.model == "zoo/a" else 4) for st in LayerPath.from_recipe(recipe).steps)
+        assert s.decode(s.encode(recipe)) == recipe
+
+
 @pytest.mark.parametrize("fix_ends", [True, False])
 @pytest.mark.parametrize("scales", ["per_slot", "full", "none"])
 def test_centre_is_model_a_unscaled(fix_ends, scales):
