@@ -86,7 +86,9 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
     if args.top is not None and args.top < 1:
         raise UserError(f"--top: must be at least 1, got {args.top}")
-    print_leaderboard(_store(args), args.run, split=args.split, limit=args.top, fmt=args.format, task=args.task)
+    objectives = None if args.objectives is None else [t.strip() for t in args.objectives.split(",") if t.strip()]
+    print_leaderboard(_store(args), args.run, split=args.split, limit=args.top, fmt=args.format, task=args.task,
+                      pareto=args.pareto, objectives=objectives or None)
     return 0
 
 
@@ -209,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--split", choices=("validation", "test"), default="validation")
     board.add_argument("--top", "--limit", dest="top", type=int, default=20, help="rows to show (default 20)")
     board.add_argument("--task", help="rank by this task's validation score and show only it")
+    board.add_argument("--pareto", action="store_true",
+                       help="only the merges no other merge beats on every objective (validation scores)")
+    board.add_argument("--objectives", metavar="T1,T2",
+                       help="the Pareto front's tasks, comma-separated (default: the run's tasks)")
     board.add_argument("--format", choices=("table", "json", "csv"), default="table")
     board.add_argument("--store", help=store_help)
     board.set_defaults(func=_cmd_leaderboard)
@@ -237,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a candidate (default: the best) as a model directory")
     export.add_argument("run")
     export.add_argument("--out", required=True, type=Path)
-    export.add_argument("--candidate", help="candidate id (default: best on validation)")
+    export.add_argument("--candidate", help="candidate id, e.g. a Pareto front member (default: best on validation)")
     export.add_argument("--force", action="store_true", help="replace --out if it exists")
     export.add_argument("--verify", action="store_true",
                         help="reload the export from disk, re-score it on the run's tasks and compare")

@@ -14,7 +14,7 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from evolve.pareto import pareto_front
 from evolve.store import CandidateKind, CandidateRecord, EvaluationRecord, EvaluationStatus, RunStatus, Store
 from search_spaces.errors import UserError
 
@@ -219,19 +220,30 @@ def print_status(store: Store, run_id: str, fmt: str = "table", watch: float | N
 
 # -- leaderboard -----------------------------------------------------------------------------------
 def leaderboard_data(store: Store, run_id: str, split: str = "validation", limit: int | None = None,
-                     task: str | None = None) -> dict[str, Any]:
+                     task: str | None = None, pareto: bool = False,
+                     objectives: Sequence[str] | None = None) -> dict[str, Any]:
     """Candidates ranked on validation (the test split never selects), with ``split``'s figures.
 
     Ranked by validation fitness, or by ``task``'s validation score when a task is given.
     Each row has per-task scores (``tasks``) and its parents' ids; ``parents`` holds the
-    reference models (base and sources) with the same figures.
+    reference models (base and sources) with the same figures. With ``pareto``, only the
+    merges no other merge dominates on the validation scores of ``objectives`` (default: the
+    run's tasks) are kept, before ranking and ``limit``; merges lacking one of those scores
+    take no part.
     """
-    store.get_run(run_id)  # raises a clear error for an unknown run
+    run = store.get_run(run_id)  # raises a clear error for an unknown run
     complete = complete_evaluations(store, run_id)
     candidates = {c.id: c for c in store.list_candidates(run_id)}
     known_tasks = {t for e in complete.values() for s in SPLITS for t in (e.metrics or {}).get(s, {})}
-    if task is not None and task not in known_tasks:
-        raise UserError(f"run {run_id}: no task {task!r} (tasks: {', '.join(sorted(known_tasks)) or 'none'})")
+    for name in [task] if task is not None else []:
+        _check_task(run_id, name, known_tasks)
+    if objectives is not None and not pareto:
+        raise UserError("--objectives: only with --pareto (the objectives of a Pareto front)")
+    if pareto:
+        objectives = list(objectives or [t["name"] for t in run.config.get("tasks", []) if t["name"] in known_tasks]
+                          or sorted(known_tasks))
+        for name in objectives:
+            _check_task(run_id, name, known_tasks)
     parents: dict[str, Any] = {}
     ranked = []
     for entry in store.leaderboard(run_id, split="validation"):
@@ -253,11 +265,15 @@ def leaderboard_data(store: Store, run_id: str, split: str = "validation", limit
             "parent_scores": [{"id": p, "label": candidates[p].label if p in candidates else None,
                                "tasks": task_scores(complete.get(p), split)} for p in cand.parents],
             "_key": key,
+            "_objectives": [task_scores(ev, "validation").get(t) for t in objectives or ()],
         }
         if cand.kind == CandidateKind.REFERENCE:
             parents[cand.label or cand.id] = row
         else:
             ranked.append(row)
+    if pareto:
+        scored = [r for r in ranked if None not in r["_objectives"]]
+        ranked = [scored[i] for i in pareto_front([r["_objectives"] for r in scored])] if scored else []
     if task is not None:
         ranked.sort(key=lambda r: (r["_key"] is None, -(r["_key"] or 0.0)))
     if limit is not None:
@@ -266,14 +282,22 @@ def leaderboard_data(store: Store, run_id: str, split: str = "validation", limit
         row["rank"] = rank
     for row in [*ranked, *parents.values()]:
         row.pop("_key")
+        row.pop("_objectives")
     return {"run": run_id, "split": split, "task": task,
             "ranked_by": "validation fitness" if task is None else f"{task} on validation",
+            "pareto": {"objectives": objectives, "split": "validation"} if pareto else None,
             "candidates": ranked, "parents": parents}
 
 
+def _check_task(run_id: str, task: str, known_tasks: set[str]) -> None:
+    if task not in known_tasks:
+        raise UserError(f"run {run_id}: no task {task!r} (tasks: {', '.join(sorted(known_tasks)) or 'none'})")
+
+
 def print_leaderboard(store: Store, run_id: str, split: str = "validation", limit: int | None = 20,
-                      fmt: str = "table", task: str | None = None) -> dict[str, Any]:
-    data = leaderboard_data(store, run_id, split, limit, task)
+                      fmt: str = "table", task: str | None = None, pareto: bool = False,
+                      objectives: Sequence[str] | None = None) -> dict[str, Any]:
+    data = leaderboard_data(store, run_id, split, limit, task, pareto, objectives)
     rows = [*data["parents"].values(), *data["candidates"]]
     tasks = [task] if task else sorted({t for row in rows for t in row["tasks"]})
     if fmt == "json":
@@ -291,7 +315,8 @@ def print_leaderboard(store: Store, run_id: str, split: str = "validation", limi
                              " ".join(row["parents"])])
         print(buf.getvalue(), end="")
         return data
-    table = Table(title=f"run {run_id} · {split} split · ranked by {data['ranked_by']}")
+    front = f" · Pareto front over {', '.join(data['pareto']['objectives'])} on validation" if pareto else ""
+    table = Table(title=f"run {run_id} · {split} split · ranked by {data['ranked_by']}{front}")
     table.add_column("rank")
     table.add_column("candidate")
     table.add_column("score", justify="right")
