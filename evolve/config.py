@@ -102,6 +102,22 @@ class FailFastConfig(_Strict):
     max_failure_rate: float = Field(default=0.9, gt=0, le=1, description="1 turns the window rule off")
 
 
+class FidelityConfig(_Strict):
+    """Multi-fidelity fitness: asynchronous successive halving (ASHA, arXiv 1810.05934) over two rungs.
+
+    Every search candidate is scored first at low fidelity: each validation task on the same
+    ``low_limit`` documents for every candidate, a random subsample drawn with
+    ``evaluation.seed`` (not a prefix, so it is a fair sample whatever the data order). A low
+    result within the top ``promote_fraction`` of the run's low results so far is promoted:
+    the same candidate is scored again on the full tasks, a second evaluation row. Only full
+    results rank on leaderboards and exports.
+    """
+
+    low_limit: int = Field(ge=1, description="documents per validation task at low fidelity")
+    promote_fraction: float = Field(default=0.25, gt=0, le=1,
+                                    description="promote when in this top fraction of the low results so far")
+
+
 class TaskConfig(_Strict):
     name: str
     metric: str = "exact_match"
@@ -159,6 +175,7 @@ class RunConfig(_Strict):
     fail_fast: FailFastConfig = Field(default_factory=FailFastConfig)
     store: str | None = None
     data_flow: DataFlowConfig | None = None
+    fidelity: FidelityConfig | None = None
 
     @model_validator(mode="after")
     def _data_flow_pair(self) -> RunConfig:

@@ -8,6 +8,18 @@ replaying asks and tells in their original order.
 
 A broken setup fails fast: `FailFast` watches every final outcome and stops the run with
 `RunFailed` when the first evaluations all fail, or when too many recent ones do.
+
+Multi-fidelity runs (``fidelity:``, `FidelityConfig`) are asynchronous successive halving
+over two rungs, which keeps the loop steady-state: every candidate is scored LOW first; a
+low result ranked within the top ``promote_fraction`` of the run's low results so far is
+promoted and scored FULL (a second evaluation row), ahead of any new ask. The strategy is
+told once per candidate, at the best fidelity it gets: the full result of a promoted
+candidate (told when it arrives; the others keep going meanwhile), the low result of every
+other one, as it is. A low result is the same tasks on a fixed subsample, so it estimates
+the full fitness on the same scale; a candidate that was not promoted ranked below the
+promoted ones on that estimate, and telling it lets CMA-ES complete its generations (it
+needs a value for every candidate it asked). The budget (``max_evaluations``) counts
+candidates told; the cost of each evaluation is its ``samples_scored``.
 """
 
 from __future__ import annotations
@@ -20,7 +32,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from evolve.config import FailFastConfig
+from evolve.config import FailFastConfig, FidelityConfig
 from evolve.pool import WorkerPool
 from evolve.store import Store
 from evolve.store.records import CandidateKind, EvaluationStatus
@@ -28,7 +40,7 @@ from evolve.strategies.base import Candidate, Result, Strategy
 from search_spaces.errors import UserError
 from search_spaces.parameter_space import ParameterSpace
 from search_spaces.recipe import Recipe
-from workers.outcome import WORKER_LOST, EvalOutcome, OutcomeStatus
+from workers.outcome import WORKER_LOST, EvalOutcome, EvalRequest, Fidelity, OutcomeStatus
 
 ABANDONED = "abandoned"  # the error kind of evaluations still in flight when a run failed fast
 WAIT_SECONDS = 1.0  # how long the loop blocks on results before checking the budget again
@@ -80,7 +92,9 @@ class LoopStats:
     evaluations: int = 0
     failures: int = 0
     retries: int = 0
-    best_fitness: float = -math.inf
+    best_fitness: float = -math.inf  # full-fidelity results only
+    promoted: int = 0  # low-fidelity results promoted to a full evaluation
+    samples_scored: int = 0  # documents scored over every evaluation, the cost of the run
     busy_seconds: float = 0.0
     wall_seconds: float = 0.0
     workers: int = 0
@@ -99,6 +113,10 @@ class _InFlight:
     worker: int
     started: float
     attempt: int = 1
+    fidelity: Fidelity = Fidelity.FULL
+
+
+_Job = tuple[Candidate | None, str, Fidelity]  # what is queued: a candidate (None: a reference), store id, fidelity
 
 
 @dataclass
@@ -114,19 +132,23 @@ class SearchLoop:
     progress: bool = True
     references: dict[str, Recipe] = field(default_factory=dict)  # name -> recipe of a source model
     fail_fast: FailFastConfig = field(default_factory=FailFastConfig)
+    fidelity: FidelityConfig | None = None  # None: every evaluation is a full one
     stats: LoopStats = field(default_factory=LoopStats)
     running_evaluations: frozenset[int] = frozenset()  # what the driver's heartbeat keeps alive
     _ids: dict[str, str] = field(default_factory=dict)  # strategy candidate id -> store candidate id
     _asked: int = 0
     _told: int = 0
     _results: dict[str, Result] = field(default_factory=dict)  # store candidate id -> result told
-    _running: set[str] = field(default_factory=set)  # store candidate ids in flight
+    _told_at: dict[str, Fidelity] = field(default_factory=dict)  # store candidate id -> fidelity of that result
+    _low: list[float] = field(default_factory=list)  # the low-fidelity fitnesses so far (search candidates)
+    _running: set[str] = field(default_factory=set)  # store candidate ids in flight or promoted, not told
     _waiting: dict[str, list[Candidate]] = field(default_factory=dict)  # asks duplicating one in flight
     _recipes: dict[str, Recipe] = field(default_factory=dict)  # decoded, not yet dispatched
 
     # -- resume ---------------------------------------------------------------------------
-    def replay(self) -> list[tuple[Candidate, str]]:
-        """Rebuild the strategy from the store; returns the asked-but-unfinished candidates."""
+    def replay(self) -> list[_Job]:
+        """Rebuild the strategy from the store; returns the asked-but-unfinished candidates, each
+        at the fidelity it needs next (FULL for one whose low result is in: it was promoted)."""
         stored = self.store.list_candidates(self.run_id, kind=CandidateKind.SEARCH)
         tells = [s.state for s in self.store.list_snapshots(self.run_id)]
         results = _final_results(self.store, self.run_id)
@@ -156,23 +178,44 @@ class SearchLoop:
             while self._asked < entry["asked"]:
                 ask_one()
             cand, store_id = open_.pop(entry["strategy_id"])
-            result = results.get(store_id) or _FAILED
+            fidelity = Fidelity(entry.get("fidelity", Fidelity.FULL))  # tells before multi-fidelity were full
+            result = results.get((store_id, fidelity)) or _FAILED
             self.strategy.tell(cand.id, result)
             self._results[store_id] = result
+            self._told_at[store_id] = fidelity
             self._told += 1
         while matched < len(stored):  # asked after the last tell: they were in flight
             ask_one()
+        searched = {c.id for c in stored}
+        self._low = [r.fitness for (cid, fid), r in results.items()
+                     if fid == Fidelity.LOW and cid in searched and not r.failed]
         self.stats.evaluations = sum(1 for r in self._results.values() if not r.failed)
-        finite = [r.fitness for r in self._results.values() if r.fitness is not None and not r.failed]
-        self.stats.best_fitness = max(finite, default=-math.inf)
-        return list(open_.values())
+        full = [r for (cid, fid), r in results.items() if fid == Fidelity.FULL and cid in searched]
+        self.stats.best_fitness = max((r.fitness for r in full if not r.failed), default=-math.inf)
+        self.stats.promoted = sum(1 for cid, fid in results if fid == Fidelity.FULL and (cid, Fidelity.LOW) in results)
+        pending: list[_Job] = []
+        for cand, store_id in open_.values():
+            fidelity = self._next_fidelity(store_id, results)
+            if (store_id, fidelity) in results:  # finished, but the driver died before telling it
+                self._tell(cand, store_id, results[(store_id, fidelity)], fidelity)
+            elif any(job[1] == store_id for job in pending):  # a twin ask: told with the first
+                self._waiting.setdefault(store_id, []).append(cand)
+            else:
+                pending.append((cand, store_id, fidelity))
+        return pending
+
+    def _next_fidelity(self, store_id: str, results: dict[tuple[str, Fidelity], Result]) -> Fidelity:
+        if self.fidelity is None:
+            return Fidelity.FULL
+        low = results.get((store_id, Fidelity.LOW))
+        return Fidelity.FULL if low is not None and not low.failed else Fidelity.LOW
 
     # -- the loop -------------------------------------------------------------------------
-    def run(self, pending: list[tuple[Candidate, str]] | None = None) -> LoopStats:
+    def run(self, pending: list[_Job] | None = None) -> LoopStats:
         """Fill the budget; raises `RunFailed` (after recording everything) if the run is broken."""
-        queue: list[tuple[Candidate | None, str]] = self._unscored_references() + list(pending or [])
+        queue: list[_Job] = self._unscored_references() + list(pending or [])
         inflight: dict[Any, _InFlight] = {}
-        retries: dict[str, int] = {}
+        retries: dict[tuple[str, Fidelity], int] = {}
         watch = FailFast(self.fail_fast)
         start = time.monotonic()
         self.stats.workers = self.pool.size
@@ -180,19 +223,20 @@ class SearchLoop:
             task = bar.add_task("searching", total=self.max_evaluations, completed=self._told)
             while True:
                 out_of_budget = self._budget_spent(start, inflight)
-                # Fill every idle worker: a retry first, then what resume re-dispatches, then new asks.
+                # Fill every idle worker: a retry or a promotion first, then what resume
+                # re-dispatches, then new asks.
                 while self.pool.idle() and (queue or not out_of_budget):
                     item = queue.pop(0) if queue else self._ask()
                     if item is None:
                         break
-                    cand, store_id = item
+                    cand, store_id, fidelity = item
                     worker = self.pool.idle()[0]
                     evaluation_id = self.store.start_evaluation(store_id, worker=f"worker-{worker}",
-                                                                host=self.pool.node_of(worker))
-                    ref = self.pool.submit(worker, self._recipe(store_id))
+                                                                host=self.pool.node_of(worker), fidelity=fidelity)
+                    ref = self.pool.submit(worker, self._request(store_id, fidelity))
                     self._running.add(store_id)
                     inflight[ref] = _InFlight(cand, store_id, evaluation_id, worker, time.monotonic(),
-                                              attempt=retries.get(store_id, 0) + 1)
+                                              attempt=retries.get((store_id, fidelity), 0) + 1, fidelity=fidelity)
                     out_of_budget = self._budget_spent(start, inflight)
                 self.running_evaluations = frozenset(job.evaluation_id for job in inflight.values())
                 if not inflight:
@@ -206,23 +250,23 @@ class SearchLoop:
                     if outcome.status == OutcomeStatus.LOST:
                         self.store.fail_evaluation(job.evaluation_id, outcome.message, kind=outcome.error_kind)
                         self.pool.replace(job.worker)
-                        retries[job.store_id] = retries.get(job.store_id, 0) + 1
-                        if retries[job.store_id] <= self.max_retries:
+                        key = (job.store_id, job.fidelity)
+                        retries[key] = retries.get(key, 0) + 1
+                        if retries[key] <= self.max_retries:
                             self.stats.retries += 1
-                            queue.insert(0, (job.candidate, job.store_id))
+                            queue.insert(0, (job.candidate, job.store_id, job.fidelity))
                             continue
                         self._running.discard(job.store_id)
                         self.stats.failures += 1
                         if job.candidate is not None:
-                            self._tell(job.candidate, job.store_id, _FAILED)
+                            self._tell(job.candidate, job.store_id, _FAILED, job.fidelity)
                     else:
                         self.pool.release(job.worker)
                         self._running.discard(job.store_id)
                     try:
-                        if outcome.status != OutcomeStatus.LOST:
-                            self._record(job, outcome)
-                            for twin in self._waiting.pop(job.store_id, []):
-                                self._tell(twin, job.store_id, self._results[job.store_id])
+                        if outcome.status != OutcomeStatus.LOST and self._record(job, outcome):
+                            self._running.add(job.store_id)  # promoted: its tell waits for the full result
+                            queue.insert(0, (job.candidate, job.store_id, Fidelity.FULL))
                         watch.record(outcome)
                     except RunFailed:
                         self._abandon(inflight)
@@ -241,25 +285,29 @@ class SearchLoop:
         inflight.clear()
         self.running_evaluations = frozenset()
 
-    def _recipe(self, store_id: str) -> Recipe:
+    def _request(self, store_id: str, fidelity: Fidelity) -> Recipe | EvalRequest:
+        """What the worker is sent: a bare recipe unless the run is multi-fidelity."""
         recipe = self._recipes.pop(store_id, None)
-        return recipe if recipe is not None else Recipe.from_dict(self.store.get_candidate(store_id).recipe)
+        recipe = recipe if recipe is not None else Recipe.from_dict(self.store.get_candidate(store_id).recipe)
+        return recipe if self.fidelity is None else EvalRequest(recipe, fidelity)
 
-    def _unscored_references(self) -> list[tuple[None, str]]:
+    def _unscored_references(self) -> list[_Job]:
         """Source models are scored once per run, beside the search, for the leaderboard.
 
         Their results are shared like any other: a search candidate whose recipe is a source
         model's (a seed, a data-flow path's start) is told the reference's result.
         """
-        out = []
+        out: list[_Job] = []
         finished = _final_results(self.store, self.run_id)
         for name, recipe in self.references.items():
             record = self.store.add_candidate(self.run_id, (), recipe, kind=CandidateKind.REFERENCE, label=name)
-            if record.id in finished and not finished[record.id].failed:
-                self._results[record.id] = finished[record.id]
+            result = finished.get((record.id, Fidelity.FULL))
+            if result is not None and not result.failed:
+                self._results[record.id] = result
+                self._told_at[record.id] = Fidelity.FULL
             else:
                 self._recipes[record.id] = recipe
-                out.append((None, record.id))
+                out.append((None, record.id, Fidelity.FULL))
         return out
 
     def _budget_spent(self, start: float, inflight: dict[Any, _InFlight]) -> bool:
@@ -268,7 +316,7 @@ class SearchLoop:
             return True
         return self.max_seconds is not None and time.monotonic() - start >= self.max_seconds
 
-    def _ask(self) -> tuple[Candidate, str] | None:
+    def _ask(self) -> _Job | None:
         """Ask for one candidate; duplicates of finished recipes are told from cache at once."""
         while True:
             asked = self.strategy.ask(1)
@@ -284,15 +332,17 @@ class SearchLoop:
             self._ids[cand.id] = record.id
             cached = self._results.get(record.id)
             if cached is not None:
-                self._tell(cand, record.id, cached)
+                self._tell(cand, record.id, cached, self._told_at[record.id])
             elif record.id in self._running:
                 self._waiting.setdefault(record.id, []).append(cand)
             else:
                 self._recipes[record.id] = recipe
-                return cand, record.id
+                return cand, record.id, Fidelity.LOW if self.fidelity is not None else Fidelity.FULL
 
-    def _record(self, job: _InFlight, outcome: EvalOutcome) -> None:
+    def _record(self, job: _InFlight, outcome: EvalOutcome) -> bool:
+        """Store an outcome and tell it (and any twin asks); True when it is promoted instead."""
         if outcome.ok:
+            self.stats.samples_scored += outcome.samples_scored
             self.store.finish_evaluation(
                 job.evaluation_id, outcome.fitness, metrics=outcome.metrics, samples=outcome.samples,
                 timings={"merge_seconds": outcome.merge_seconds, "eval_seconds": outcome.eval_seconds},
@@ -310,34 +360,51 @@ class SearchLoop:
             else _FAILED
         if job.candidate is None:  # a reference: stored and kept for identical asks, never told
             self._results[job.store_id] = result
-            return
-        if outcome.ok:
-            self.stats.evaluations += 1
-            self.stats.best_fitness = max(self.stats.best_fitness, outcome.fitness)
-        else:
+            self._told_at[job.store_id] = job.fidelity
+        elif not outcome.ok:
             self.stats.failures += 1
-        self._tell(job.candidate, job.store_id, result)
+            self._tell(job.candidate, job.store_id, result, job.fidelity)
+        elif job.fidelity == Fidelity.LOW and self._promote(outcome.fitness):
+            self.stats.promoted += 1
+            return True
+        else:
+            self.stats.evaluations += 1
+            if job.fidelity == Fidelity.FULL:
+                self.stats.best_fitness = max(self.stats.best_fitness, outcome.fitness)
+            self._tell(job.candidate, job.store_id, result, job.fidelity)
+        for twin in self._waiting.pop(job.store_id, []):
+            self._tell(twin, job.store_id, result, job.fidelity)
+        return False
 
-    def _tell(self, cand: Candidate, store_id: str, result: Result) -> None:
+    def _promote(self, fitness: float) -> bool:
+        """Successive halving's rule, asynchronously (ASHA): a low result is promoted when fewer
+        than ``promote_fraction`` of the low results so far (itself included) beat it."""
+        self._low.append(fitness)
+        better = sum(1 for f in self._low if f > fitness)
+        return better < math.ceil(self.fidelity.promote_fraction * len(self._low))
+
+    def _tell(self, cand: Candidate, store_id: str, result: Result, fidelity: Fidelity) -> None:
         self.strategy.tell(cand.id, result)
         self._results[store_id] = result
+        self._told_at[store_id] = fidelity
         self._told += 1
-        self.store.save_snapshot(self.run_id, {"asked": self._asked, "strategy_id": cand.id,
-                                               "candidate": store_id, "told": self._told})
+        self.store.save_snapshot(self.run_id, {"asked": self._asked, "strategy_id": cand.id, "candidate": store_id,
+                                               "told": self._told, "fidelity": fidelity.value})
 
 
 _FAILED = Result(fitness=None, samples=None, failed=True)
 
 
-def _final_results(store: Store, run_id: str) -> dict[str, Result]:
-    """The last finished evaluation of each candidate, as the strategy was told it."""
-    out: dict[str, Result] = {}
-    for ev in store.list_evaluations(run_id):
+def _final_results(store: Store, run_id: str) -> dict[tuple[str, Fidelity], Result]:
+    """The last finished evaluation of each candidate at each fidelity, as the strategy was told it."""
+    out: dict[tuple[str, Fidelity], Result] = {}
+    for ev in store.list_evaluations(run_id, fidelity=None):
+        key = (ev.candidate_id, ev.fidelity)
         if ev.status == EvaluationStatus.COMPLETE:
             samples = store.get_samples(ev.id, "validation")
-            out[ev.candidate_id] = Result(fitness=ev.fitness, samples=samples or None, failed=False)
+            out[key] = Result(fitness=ev.fitness, samples=samples or None, failed=False)
         elif ev.status == EvaluationStatus.FAILED and ev.error_kind not in (WORKER_LOST, ABANDONED):
-            out.setdefault(ev.candidate_id, _FAILED)
+            out.setdefault(key, _FAILED)
     return out
 
 

@@ -4,6 +4,9 @@ Built inside the actor's process from plain data (model paths, `EvalSettings.to_
 `TaskSpec.to_dict()` as the driver built them once), so the driver never ships live
 objects. ``evaluate`` returns an `EvalOutcome`; a candidate's own failure is an outcome,
 never a raise.
+
+With ``low_tasks`` (a multi-fidelity run), an `EvalRequest` at low fidelity is scored on those
+instead: each validation task on a seeded subsample of its documents, no test split.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 from typing import Any
 
 from search_spaces.recipe import Recipe
-from workers.outcome import EvalOutcome, OutcomeStatus
+from workers.outcome import EvalOutcome, EvalRequest, Fidelity, OutcomeStatus
 from workers.scoring import EvalSettings, Score, Scorer, TaskSpec
 from workers.scoring.result import EngineError
 
@@ -20,14 +23,21 @@ from workers.scoring.result import EngineError
 class CandidateScorer:
     """A `workers.outcome.RecipeScorer` over lm-eval, on the HF or the vLLM backend."""
 
-    def __init__(self, models: list[str], settings: dict[str, Any], tasks: list[dict[str, Any]]):
+    def __init__(self, models: list[str], settings: dict[str, Any], tasks: list[dict[str, Any]],
+                 low_tasks: list[dict[str, Any]] | None = None):
         self.settings = EvalSettings.from_dict(settings)
-        self.tasks = [TaskSpec.from_dict(t) for t in tasks]
+        self.tasks = {Fidelity.FULL: [TaskSpec.from_dict(t) for t in tasks]}
+        if low_tasks is not None:
+            self.tasks[Fidelity.LOW] = [TaskSpec.from_dict(t) for t in low_tasks]
         self.scorer = Scorer.create(models, self.settings)
 
-    def evaluate(self, recipe: Recipe) -> EvalOutcome:
+    def evaluate(self, request: Recipe | EvalRequest) -> EvalOutcome:
+        request = EvalRequest.of(request)
+        tasks = self.tasks.get(request.fidelity)
+        if tasks is None:
+            raise ValueError(f"this scorer was built without {request.fidelity} fidelity tasks")
         try:
-            result = self.scorer.score(recipe, self.tasks)
+            result = self.scorer.score(request.recipe, tasks)
         except EngineError:
             # The engine itself is broken (e.g. a dead vLLM core): no later candidate could be
             # scored here. Ending the actor makes the pool start a fresh one and retry this

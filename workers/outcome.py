@@ -5,6 +5,10 @@ scorer (`RecipeScorer`) receives the candidate as a `Recipe`, decoded once in th
 and answers with a frozen `EvalOutcome`; the driver stores it as it is and tells the strategy.
 A candidate's own failure is an outcome, never an exception; a worker that dies mid-candidate
 becomes an outcome with status ``lost`` (made by the pool, not the worker).
+
+A multi-fidelity run (the config's ``fidelity:``) submits an `EvalRequest` instead of a bare
+`Recipe`: the same candidate at low fidelity (a fixed subsample of each validation task) or
+full. Scorers that support it accept both (`EvalRequest.of`); a bare recipe means full.
 """
 
 from __future__ import annotations
@@ -15,6 +19,27 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from search_spaces.recipe import Recipe
+
+
+class Fidelity(enum.StrEnum):
+    LOW = "low"  # every validation task on the same seeded subsample of its documents
+    FULL = "full"  # the run's tasks as configured (and the test split, when reported)
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """One candidate to score at one fidelity."""
+
+    recipe: Recipe
+    fidelity: Fidelity = Fidelity.FULL
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fidelity", Fidelity(self.fidelity))
+
+    @classmethod
+    def of(cls, item: Recipe | EvalRequest) -> EvalRequest:
+        """What a worker was sent, as a request (a bare recipe is a full-fidelity one)."""
+        return item if isinstance(item, EvalRequest) else cls(item)
 
 
 class OutcomeStatus(enum.StrEnum):
@@ -66,6 +91,11 @@ class EvalOutcome:
         return dict(self.samples.get("validation", {})) or None
 
     @property
+    def samples_scored(self) -> int:
+        """Documents scored over every task and split: the cost unit of multi-fidelity runs."""
+        return sum(len(values) for tasks in self.samples.values() for values in tasks.values())
+
+    @property
     def message(self) -> str:
         """``kind: error`` as stored and shown."""
         return f"{self.error_kind}: {self.error}" if self.error_kind else str(self.error)
@@ -85,3 +115,9 @@ class RecipeScorer(Protocol):
     """What a worker actor runs; built inside the actor from plain keyword arguments."""
 
     def evaluate(self, recipe: Recipe) -> EvalOutcome: ...
+
+
+class FidelityScorer(Protocol):
+    """A `RecipeScorer` that also scores at low fidelity (what a multi-fidelity run needs)."""
+
+    def evaluate(self, request: Recipe | EvalRequest) -> EvalOutcome: ...

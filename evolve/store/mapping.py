@@ -24,6 +24,7 @@ from evolve.store.records import (
     CandidateRecord,
     EvaluationRecord,
     EvaluationStatus,
+    Fidelity,
     RunRecord,
     RunStatus,
     SnapshotRecord,
@@ -90,6 +91,8 @@ def evaluation_record(row: EvaluationModel) -> EvaluationRecord:
         finished_at=row.finished_at,
         heartbeat_at=row.heartbeat_at,
         error_kind=row.error_kind,
+        fidelity=Fidelity(row.fidelity),
+        samples_scored=row.samples_scored,
     )
 
 

@@ -248,6 +248,8 @@ class EvaluationModel(Base):
     host: Mapped[str | None] = mapped_column(sa.String(256), nullable=True)
     error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     error_kind: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    fidelity: Mapped[str] = mapped_column(sa.String(8), server_default="full")
+    samples_scored: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime, default=utcnow())
     started_at: Mapped[datetime | None] = mapped_column(sa.DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime, nullable=True)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from workers.outcome import Fidelity  # torch-free: the driver-worker contract owns the names
+
 
 class RunStatus(enum.StrEnum):
     RUNNING = "RUNNING"
@@ -135,6 +137,10 @@ class EvaluationRecord:
     heartbeat_at: datetime | None
     error_kind: str | None = None
     """Why it failed, as a kind (`workers.outcome`: ``worker_lost``, ``merge_error``, ...)."""
+    fidelity: Fidelity = Fidelity.FULL
+    """LOW: a multi-fidelity run's first look at a candidate (a subsample); FULL: the run's tasks."""
+    samples_scored: int | None = None
+    """Documents scored over every task and split (its per-sample scores); None before 0003."""
 
     @property
     def timings(self) -> Timings:

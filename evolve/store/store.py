@@ -69,6 +69,7 @@ from evolve.store.records import (
     CandidateRecord,
     EvaluationRecord,
     EvaluationStatus,
+    Fidelity,
     LeaderboardEntry,
     RunRecord,
     RunStatus,
@@ -101,8 +102,11 @@ class Store:
     - Within a run, a recipe hash appears once: `add_candidate` with a known hash returns
       the existing candidate, so identical recipes are never scored twice. Candidates are
       numbered 0, 1, 2, ... in the order they were added (`CandidateRecord.number`).
-    - A candidate has at most one RUNNING and at most one COMPLETE evaluation, never both;
-      `start_evaluation` refuses otherwise.
+    - A candidate has, per fidelity, at most one RUNNING and at most one COMPLETE
+      evaluation, never both; `start_evaluation` refuses otherwise. A multi-fidelity run
+      scores a candidate LOW first and, if promoted, FULL: two rows. Reads of evaluations
+      (`list_evaluations`, `leaderboard`) see FULL ones unless asked otherwise, so every
+      report, leaderboard and export ranks full-fidelity results only.
     - Finished evaluations (COMPLETE, FAILED, STALE) are immutable: finishing, failing or
       heartbeating them raises `FinishedEvaluationError`. A worker whose evaluation was
       declared STALE learns it from its next heartbeat and should stop.
@@ -419,21 +423,25 @@ class Store:
 
     # -- evaluations --------------------------------------------------------------------
 
-    def start_evaluation(self, candidate_id: str, worker: str, host: str | None = None) -> int:
-        """Mark the candidate as being scored by `worker` on `host` (default: this host)
-        and return the evaluation id.
+    def start_evaluation(
+        self, candidate_id: str, worker: str, host: str | None = None, fidelity: Fidelity | str = Fidelity.FULL
+    ) -> int:
+        """Mark the candidate as being scored at `fidelity` by `worker` on `host` (default:
+        this host) and return the evaluation id.
 
         Raises `EvaluationStateError` if the candidate already has a RUNNING or COMPLETE
-        evaluation. A candidate whose evaluations FAILED or went STALE can be started
-        again; `attempt` counts the tries.
+        evaluation at that fidelity. A candidate whose evaluations FAILED or went STALE can be
+        started again; `attempt` counts the tries at that fidelity.
         """
         host = host if host is not None else socket.gethostname()
+        fidelity = Fidelity(fidelity)
 
         def work(session: Session) -> int:
             candidate = CandidateModel.find_or_raise(session, candidate_id, for_update=True)
-            siblings = _evaluations_of(session, candidate_id)
+            siblings = [e for e in _evaluations_of(session, candidate_id) if e.fidelity == fidelity.value]
             _check_can_start(candidate_id, siblings)
             row = EvaluationModel(
+                fidelity=fidelity.value,
                 candidate_id=candidate_id,
                 run_id=candidate.run_id,
                 attempt=len(siblings) + 1,
@@ -482,7 +490,8 @@ class Store:
 
         - `fitness`: the search objective, higher is better; +-inf and NaN are kept.
         - `metrics`: {split: {task: {metric: value}}}, e.g. {"validation": {...}, "test": {...}}.
-        - `samples`: per-sample scores, {split: {task: [score, ...]}}.
+        - `samples`: per-sample scores, {split: {task: [score, ...]}}; how many there are is
+          recorded as `samples_scored` (the cost of the evaluation).
         - `timings`: `Timings` or {"merge_seconds": s, "eval_seconds": s}.
         - `scores`: one scalar per split, for leaderboards; `scores["validation"]` defaults
           to `fitness`.
@@ -508,6 +517,7 @@ class Store:
             row.metrics = metrics_data
             row.merge_seconds = timing.merge_seconds
             row.eval_seconds = timing.eval_seconds
+            row.samples_scored = sum(len(values) for tasks in samples_data.values() for values in tasks.values())
             row.finished_at = utcnow()
             session.add_all(
                 SampleScoresModel(evaluation_id=evaluation_id, split=split, task=task, scores=values)
@@ -590,14 +600,17 @@ class Store:
         status: EvaluationStatus | str | Iterable[EvaluationStatus | str] | None = None,
         *,
         candidate_id: str | None = None,
+        fidelity: Fidelity | str | None = Fidelity.FULL,
     ) -> list[EvaluationRecord]:
         """The run's evaluations in creation order, optionally filtered by status(es) and
-        candidate."""
+        candidate; at `fidelity` only (default FULL: what reports rank; None: every one)."""
         query = (
             sa.select(EvaluationModel)
             .where(EvaluationModel.run_id == run_id)
             .order_by(EvaluationModel.id)
         )
+        if fidelity is not None:
+            query = query.where(EvaluationModel.fidelity == Fidelity(fidelity).value)
         if status is not None:
             statuses = [status] if isinstance(status, str) else list(status)
             query = query.where(EvaluationModel.status.in_([_S(s).value for s in statuses]))
@@ -625,9 +638,9 @@ class Store:
     def leaderboard(
         self, run_id: str, split: str = "validation", limit: int | None = None
     ) -> list[LeaderboardEntry]:
-        """COMPLETE evaluations that have a score on `split`, best first: score descending,
-        NaN last, ties in evaluation order (earlier first). Each entry carries the candidate, the evaluation
-        and the split's metrics."""
+        """COMPLETE full-fidelity evaluations that have a score on `split`, best first: score
+        descending, NaN last, ties in evaluation order (earlier first). Each entry carries the
+        candidate, the evaluation and the split's metrics."""
 
         def work(session: Session) -> list[LeaderboardEntry]:
             rows = session.execute(
@@ -636,6 +649,7 @@ class Store:
                 .where(
                     EvaluationModel.run_id == run_id,
                     EvaluationModel.status == _S.COMPLETE.value,
+                    EvaluationModel.fidelity == Fidelity.FULL.value,
                 )
                 .order_by(EvaluationModel.id)
             ).all()

@@ -449,7 +449,7 @@ def test_models_match_the_migrated_schema(store):
     with store._engine.connect() as connection:
         diffs = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert diffs == []
-    assert store.schema_revision() == head_revision() == "0002_kinds_and_run_errors"
+    assert store.schema_revision() == head_revision() == "0003_fidelity"
 
 
 def _set_revision(url: str, revision: str) -> None:

@@ -1,0 +1,285 @@
+"""Multi-fidelity runs (``fidelity:``): candidates scored low first, the promising ones in full.
+
+Through the real runner, Ray and a SQLite store, with the analytic backend at two fidelities
+(`workers.analytic_fidelity`), plus the pre-flight of a real lm-eval run on synthetic tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import ray
+import yaml
+
+from evolve import runner
+from evolve.config import RunConfig
+from evolve.preflight import check_run
+from evolve.store import Fidelity, Store
+from evolve.store.records import EvaluationStatus, RunStatus
+from tests.fixtures.run_configs import config_dict
+
+pytestmark = pytest.mark.slow
+
+FIDELITY = {"low_limit": 5, "promote_fraction": 0.25}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    from evolve.pool import connect
+
+    connect(None, num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def fidelity_config(family, **overrides) -> dict:
+    return config_dict(family, fidelity=FIDELITY, **{"budget": {"max_evaluations": 24}, **overrides})
+
+
+@pytest.fixture(scope="module")
+def finished(local_ray, family, tmp_path_factory):
+    """One multi-fidelity run, shared by the read-only checks below."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('fidelity') / 'runs.db'}"
+    outcome = runner.start(Store(url), check_run(RunConfig.model_validate(fidelity_config(family))), progress=False)
+    return url, outcome
+
+
+def test_promoted_candidates_have_a_low_and_a_full_row_the_others_only_low(finished):
+    url, outcome = finished
+    store = Store(url)
+    run_id = outcome.run_id
+    rows = store.list_evaluations(run_id, fidelity=None)
+    assert all(e.status == EvaluationStatus.COMPLETE for e in rows)
+    searched = {c.id for c in store.list_candidates(run_id, kind="search")}
+    references = {c.id for c in store.list_candidates(run_id, kind="reference")}
+    at = {cid: sorted(e.fidelity for e in rows if e.candidate_id == cid) for cid in searched | references}
+    assert all(at[c] == [Fidelity.FULL] for c in references)  # parents are scored in full only
+    assert all(at[c] in ([Fidelity.LOW], [Fidelity.FULL, Fidelity.LOW]) for c in searched)
+    promoted = {c for c in searched if Fidelity.FULL in at[c]}
+    assert 0 < len(promoted) == outcome.stats.promoted < len(searched) / 2
+    # Low rows come first; the cost of each row is what it scored (5 questions low, 20 full).
+    for e in rows:
+        assert e.samples_scored == (5 if e.fidelity == Fidelity.LOW else 20)
+        if e.fidelity == Fidelity.FULL and e.candidate_id in searched:
+            low = next(x for x in rows if x.candidate_id == e.candidate_id and x.fidelity == Fidelity.LOW)
+            assert low.id < e.id and low.finished_at <= e.started_at
+    assert outcome.stats.samples_scored == sum(e.samples_scored for e in rows)
+    assert outcome.stats.best_fitness == max(e.fitness for e in rows if e.fidelity == Fidelity.FULL
+                                             and e.candidate_id in searched)
+
+
+def test_the_strategy_is_told_once_per_candidate_at_its_best_fidelity(finished):
+    url, outcome = finished
+    store = Store(url)
+    tells = [s.state for s in store.list_snapshots(outcome.run_id)]
+    assert len(tells) == 24 and len({t["strategy_id"] for t in tells}) == 24
+    rows = store.list_evaluations(outcome.run_id, fidelity=None)
+    full = {e.candidate_id for e in rows if e.fidelity == Fidelity.FULL}
+    assert all(t["fidelity"] == ("full" if t["candidate"] in full else "low") for t in tells)
+
+
+def test_promotion_follows_the_top_fraction_of_the_low_results_so_far(finished):
+    url, outcome = finished
+    store = Store(url)
+    searched = {c.id for c in store.list_candidates(outcome.run_id, kind="search")}
+    rows = store.list_evaluations(outcome.run_id, fidelity=None)
+    full = {e.candidate_id for e in rows if e.fidelity == Fidelity.FULL}
+    low = sorted((e for e in rows if e.fidelity == Fidelity.LOW and e.candidate_id in searched),
+                 key=lambda e: e.finished_at)
+    seen: list[float] = []
+    for e in low:  # finish order: the order the loop decided in (one decision at a time)
+        seen.append(e.fitness)
+        better = sum(1 for f in seen if f > e.fitness)
+        assert (e.candidate_id in full) == (better < math.ceil(FIDELITY["promote_fraction"] * len(seen)))
+
+
+def test_leaderboards_runs_and_export_rank_full_fidelity_results_only(finished, capsys):
+    from evolve.cli import main
+    from evolve.export import _pick
+
+    url, outcome = finished
+    store = Store(url)
+    full = {e.candidate_id for e in store.list_evaluations(outcome.run_id)}  # the default: full rows only
+    low_only = {e.candidate_id for e in store.list_evaluations(outcome.run_id, fidelity="low")} - full
+    assert low_only
+    capsys.readouterr()
+    assert main(["leaderboard", outcome.run_id, "--format", "json", "--store", url]) == 0
+    board = json.loads(capsys.readouterr().out)
+    ranked = [c["id"] for c in board["candidates"]]
+    assert ranked and set(ranked) <= full and not set(ranked) & low_only
+    assert len(ranked) == outcome.stats.promoted  # parents rank apart, in "parents"
+    best_low = max(store.list_evaluations(outcome.run_id, fidelity="low"), key=lambda e: e.fitness)
+    assert best_low.candidate_id in full  # the best low result so far is always promoted
+    assert main(["runs", "--format", "json", "--store", url]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["best_fitness"] == board["candidates"][0]["fitness"] == outcome.stats.best_fitness
+    assert _pick(store, outcome.run_id, None) == ranked[0]
+    assert main(["show", low_only.pop(), "--format", "json", "--store", url]) == 0
+
+
+def test_replay_rebuilds_the_strategy_exactly(local_ray, family, tmp_path):
+    from evolve.loop import SearchLoop
+    from evolve.pool import WorkerPool
+    from evolve.preflight import build_strategy
+
+    store = Store(f"sqlite:///{tmp_path / 'runs.db'}")
+    checked = check_run(RunConfig.model_validate(fidelity_config(family, budget={"max_evaluations": 16})))
+    config = checked.config
+    run = store.create_run("replay", config.model_dump(mode="json"), seed=3)
+    original = build_strategy(config, checked.space)
+    pool = WorkerPool(2, runner.worker_spec(checked))
+    stats = SearchLoop(store, run.id, checked.space, original, pool, 16, None, progress=False,
+                       references=runner.reference_recipes(checked.space), fidelity=config.fidelity).run()
+    pool.shutdown()
+    assert stats.promoted > 0
+    replayed = build_strategy(config, checked.space)
+    loop = SearchLoop(store, run.id, checked.space, replayed, None, 16, None, progress=False, fidelity=config.fidelity)
+    assert loop.replay() == []
+    assert replayed.state() == original.state()
+    assert [c.genome for c in replayed.ask(3)] == [c.genome for c in original.ask(3)]
+    assert (loop.stats.promoted, loop.stats.best_fitness) == (stats.promoted, stats.best_fitness)
+
+
+def _complete(db) -> int:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("select count(*) from evaluations where status='COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:  # the driver has not created the schema yet
+        return 0
+
+
+def test_a_run_killed_mid_way_resumes_and_loses_or_repeats_nothing(family, tmp_path):
+    """kill -9 of the real CLI (and its Ray) mid-run, then resume: every finished row is kept,
+    nothing is scored twice at one fidelity, every candidate is told once, and the store replays."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from evolve.loop import SearchLoop
+    from evolve.preflight import build_strategy
+
+    config = fidelity_config(family, evaluation={"engine_kwargs": {"delay": 0.3}})
+    db, path = tmp_path / "runs.db", tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = dict(os.environ, EVOLVE_STORE=f"sqlite:///{db}")
+    driver = subprocess.Popen([sys.executable, "-m", "evolve.cli", "run", str(path), "--quiet"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and _complete(db) < 12 and driver.poll() is None:
+        time.sleep(0.2)
+    assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    before = Store(f"sqlite:///{db}")
+    (run,) = before.list_runs()
+    finished_before = {e.id: e for e in before.list_evaluations(run.id, fidelity=None)
+                       if e.status == EvaluationStatus.COMPLETE}
+    assert len(finished_before) >= 12 and len(before.list_snapshots(run.id)) < 24
+
+    proc = subprocess.run([sys.executable, "-m", "evolve.cli", "resume", run.id, "--force", "--quiet"], env=env,
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    after = Store(f"sqlite:///{db}")
+    assert after.get_run(run.id).status == RunStatus.FINISHED
+    complete = [e for e in after.list_evaluations(run.id, fidelity=None) if e.status == EvaluationStatus.COMPLETE]
+    assert all(finished_before[e.id] == e for e in complete if e.id in finished_before)
+    assert set(finished_before) <= {e.id for e in complete}
+    assert len({(e.candidate_id, e.fidelity) for e in complete}) == len(complete)
+    tells = [s.state for s in after.list_snapshots(run.id)]
+    assert len(tells) == len({t["strategy_id"] for t in tells}) == 24
+    searched = {c.id for c in after.list_candidates(run.id, kind="search")}
+    assert searched <= {t["candidate"] for t in tells}  # no candidate left untold (a promotion lost)
+    checked = check_run(RunConfig.model_validate(config))
+    replayed = build_strategy(checked.config, checked.space)
+    assert SearchLoop(after, run.id, checked.space, replayed, None, 24, None, progress=False,
+                      fidelity=checked.config.fidelity).replay() == []
+    assert replayed.num_told == 24
+
+
+# -- the config and pre-flight ----------------------------------------------------------------------
+@pytest.mark.parametrize("fidelity, expected", [
+    ({"low_limit": 0}, r"fidelity\.low_limit: Input should be greater than or equal to 1"),
+    ({"low_limit": 4, "promote_fraction": 1.5}, r"fidelity\.promote_fraction: Input should be less than or equal to 1"),
+    ({"low_limit": 4, "promote": 0.5}, r"fidelity\.promote: unknown field"),
+    ({"promote_fraction": 0.5}, r"fidelity\.low_limit: Field required"),
+    ({"low_limit": 20}, r"fidelity\.low_limit: 20 is not below the analytic scorer's 20 questions"),
+])
+def test_fidelity_mistakes_are_one_line(family, tmp_path, capsys, fidelity, expected):
+    import re
+
+    from evolve.cli import main
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config_dict(family, fidelity=fidelity)))
+    assert main(["run", str(path), "--quiet", "--store", f"sqlite:///{tmp_path / 'runs.db'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {path}:"), err
+    assert re.search(expected, err[0]), err[0]
+    assert not (tmp_path / "runs.db").exists()
+
+
+def test_m2n2_is_refused_with_fidelity(family, tmp_path):
+    from search_spaces.errors import UserError
+
+    config = config_dict(family, fidelity=FIDELITY, strategy={"name": "m2n2", "settings": {}})
+    with pytest.raises(UserError, match=r"^fidelity: m2n2 competes on per-sample scores"):
+        check_run(RunConfig.model_validate(config))
+
+
+@pytest.fixture(scope="module")
+def tasks_dir(family, tmp_path_factory):
+    from tests.fixtures.synthetic_tasks import write_synthetic_tasks
+
+    return write_synthetic_tasks(tmp_path_factory.mktemp("fidelity_tasks"), family[0], n_validation=12, n_test=4)
+
+
+def lm_eval_config(family, tasks_dir, **fidelity) -> dict:
+    return {"name": "fidelity", "models": {"base": str(family[0]), "sources": [str(family[1]), str(family[2])]},
+            "space": {"merge_method": "task_arithmetic", "layer_groups": 3, "search": {"weight": [0.0, 1.0]}},
+            "strategy": {"name": "cma", "seed": 0, "settings": {"popsize": 4}}, "budget": {"max_evaluations": 4},
+            "tasks": [{"name": "syn_gen", "metric": "exact_match"}, {"name": "syn_mc", "metric": "acc", "limit": 8}],
+            "evaluation": {"backend": "hf", "include_path": str(tasks_dir)}, "fidelity": fidelity}
+
+
+def test_low_fidelity_tasks_are_a_seeded_subsample_of_the_validation_tasks(family, tasks_dir):
+    from workers.scoring import EvalSettings, TaskSpec
+    from workers.scoring.tasks import TaskRunner
+
+    checked = check_run(RunConfig.model_validate(lm_eval_config(family, tasks_dir, low_limit=4)))
+    low = checked.scoring.low_tasks
+    assert [(t["name"], t["split"], t["limit"], t["subsample"]) for t in low] == [
+        ("syn_gen", "validation", 4, "random"), ("syn_mc", "validation", 4, "random")]
+    assert runner.worker_spec(checked).kwargs["low_tasks"] == list(low)
+    # The same documents on every worker: drawn from the evaluation seed, not per process.
+    documents = [TaskRunner(EvalSettings.from_dict(checked.scoring.settings)).documents(TaskSpec.from_dict(low[0]))
+                 for _ in range(2)]
+    assert documents[0] == documents[1] == sorted(documents[0]) and len(documents[0]) == 4
+    assert set(documents[0]) <= set(range(12))
+    off = check_run(RunConfig.model_validate({**lm_eval_config(family, tasks_dir), "fidelity": None}))
+    assert off.scoring.low_tasks is None and "low_tasks" not in runner.worker_spec(off).kwargs
+
+
+@pytest.mark.parametrize("low_limit, expected", [
+    (8, r"fidelity\.low_limit: 8 documents is not below tasks\[1\]\.limit \(8\) of 'syn_mc'"),
+    (12, r"fidelity\.low_limit: 12 documents is not below tasks\[1\]\.limit"),
+])
+def test_low_limit_must_be_below_each_task_limit(family, tasks_dir, low_limit, expected):
+    from search_spaces.errors import UserError
+
+    with pytest.raises(UserError, match=expected):
+        check_run(RunConfig.model_validate(lm_eval_config(family, tasks_dir, low_limit=low_limit)))
+
+
+def test_low_limit_must_be_below_each_task_size(family, tasks_dir):
+    from search_spaces.errors import UserError
+
+    config = lm_eval_config(family, tasks_dir, low_limit=12)
+    config["tasks"] = config["tasks"][:1]
+    with pytest.raises(UserError, match=r"fidelity\.low_limit: 12 documents is not below the 12 that 'syn_gen'"):
+        check_run(RunConfig.model_validate(config))
