@@ -23,9 +23,8 @@ optimizer; NSGA-II keeps the whole front and its spread explicitly, in a few lin
   and polynomial mutation (``mutation_eta``, each coordinate with probability ``mutation_rate``,
   default 1/dimension), clipped to [0, 1]. Both ``eta`` default to 2, not NSGA-II's usual 15
   and 20: those keep children close to their parents, which pays over tens of thousands of
-  evaluations; at 200 they did no better than random search on ZDT1 and on two competing
-  spheres (6 and 12 dimensions), where eta = 2 beat it clearly (tests/evolve/test_pareto.py
-  checks ZDT1 and the spheres).
+  evaluations; at 200-300 they did no better than random search on ZDT1 and on two competing
+  spheres (6 and 12 dimensions), where eta = 2 beat it clearly (tests/evolve/test_pareto.py).
 
 Draw order per child (fixed, so a replay reproduces it): tournament 1, tournament 2, then
 ``rng.random()`` (crossover or not), four vectors of ``dimension`` uniforms (SBX coordinate
