@@ -283,3 +283,64 @@ def test_low_limit_must_be_below_each_task_size(family, tasks_dir):
     config["tasks"] = config["tasks"][:1]
     with pytest.raises(UserError, match=r"fidelity\.low_limit: 12 documents is not below the 12 that 'syn_gen'"):
         check_run(RunConfig.model_validate(config))
+
+
+# -- the store -------------------------------------------------------------------------------------
+def test_a_candidate_has_one_complete_evaluation_per_fidelity_and_reads_default_to_full(tmp_path):
+    from evolve.store import EvaluationStateError
+
+    store = Store(f"sqlite:///{tmp_path / 'runs.db'}")
+    run = store.create_run("store")
+    cand = store.add_candidate(run.id, [0.5], {"merge_method": "linear", "models": [{"model": "a"}]})
+    low = store.start_evaluation(cand.id, worker="w0", fidelity="low")
+    with pytest.raises(EvaluationStateError, match="already being evaluated"):
+        store.start_evaluation(cand.id, worker="w1", fidelity=Fidelity.LOW)
+    store.finish_evaluation(low, 0.9, samples={"validation": {"t": [1.0, 0.0, 1.0]}})
+    assert store.list_evaluations(run.id) == [] and store.leaderboard(run.id) == []  # low rows never rank
+    with pytest.raises(EvaluationStateError, match="already scored"):
+        store.start_evaluation(cand.id, worker="w0", fidelity="low")
+    full = store.start_evaluation(cand.id, worker="w0")  # promoted: a second row, attempt 1 at its fidelity
+    record = store.finish_evaluation(full, 0.7, samples={"validation": {"t": [1.0] * 8}, "test": {"t": [0.0] * 4}})
+    assert (record.fidelity, record.attempt, record.samples_scored) == (Fidelity.FULL, 1, 12)
+    assert [e.id for e in store.list_evaluations(run.id)] == [full]
+    assert [(e.fidelity, e.samples_scored) for e in store.list_evaluations(run.id, fidelity=None)] == [
+        (Fidelity.LOW, 3), (Fidelity.FULL, 12)]
+    (entry,) = store.leaderboard(run.id)
+    assert entry.evaluation.id == full and entry.score == 0.7
+
+
+def test_migration_0003_marks_old_evaluations_full_and_counts_their_samples(tmp_path):
+    import sqlalchemy as sa
+    from alembic import command
+
+    import evolve.store.engine as engine_module
+    from evolve.store import SchemaVersionError
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        command.upgrade(engine_module.alembic_config(connection), "0002_kinds_and_run_errors")
+        connection.execute(sa.text(
+            "INSERT INTO runs (id, name, config, status, seed, created_at, updated_at) "
+            "VALUES ('r-old', 'old', '{}', 'FINISHED', 0, '2026-11-01', '2026-11-01')"))
+        connection.execute(sa.text(
+            "INSERT INTO candidates (id, run_id, number, generation, genome, recipe, recipe_hash, parents, "
+            "strategy_info, created_at, kind) VALUES ('c-0', 'r-old', 0, 0, '[]', '{}', 'h0', '[]', '{}', "
+            "'2026-11-01', 'search')"))
+        for eid, status in ((1, "FAILED"), (2, "COMPLETE")):
+            connection.execute(sa.text(
+                "INSERT INTO evaluations (id, candidate_id, run_id, status, attempt, fitness, fitness_kind, scores, "
+                "created_at) VALUES (:id, 'c-0', 'r-old', :status, :id, 0.5, 'FINITE', '{\"validation\": 0.5}', "
+                "'2026-11-01')"),
+                {"id": eid, "status": status})
+        for split, scores in (("validation", "[1.0, 0.0, 1.0]"), ("test", "[0.0, 1.0]")):
+            connection.execute(sa.text("INSERT INTO sample_scores (evaluation_id, split, task, scores) "
+                                       "VALUES (2, :split, 't', :scores)"), {"split": split, "scores": scores})
+    engine.dispose()
+    with pytest.raises(SchemaVersionError, match="older than 0003_fidelity"):
+        Store(url)
+    with Store(url, upgrade=True) as store:
+        failed, complete = store.list_evaluations("r-old")  # old rows are full ones: the default read
+        assert (failed.fidelity, failed.samples_scored) == (Fidelity.FULL, None)
+        assert (complete.fidelity, complete.samples_scored) == (Fidelity.FULL, 5)
+        assert [e.candidate.id for e in store.leaderboard("r-old")] == ["c-0"]
