@@ -19,6 +19,7 @@ from search_spaces.errors import UserError
 from workers.candidate_scorer import CandidateScorer
 from workers.checkpoint import Checkpoint
 from workers.data_flow import DataFlowSources, padded_reference
+from workers.outcome import Fidelity
 from workers.scoring import EvalSettings, TaskSpec
 
 
@@ -54,7 +55,7 @@ class DataFlowCandidateScorer(CandidateScorer):
         if self.settings.backend not in ("hf", "vllm"):
             raise UserError(f"evaluation.backend: data-flow search scores on 'hf' or 'vllm', not "
                             f"'{self.settings.backend}'")
-        self.tasks = [TaskSpec.from_dict(t) for t in tasks]
+        self.tasks = {Fidelity.FULL: [TaskSpec.from_dict(t) for t in tasks]}  # full fidelity only
         reference = padded_reference_cached(models[0], max_path_length, Path(cache_dir) if cache_dir else None)
         if self.settings.backend == "vllm":
             from workers.data_flow_vllm import DataFlowVLLMBackend
