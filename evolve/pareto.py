@@ -57,10 +57,18 @@ def crowding_distance(points: Sequence[Sequence[float]] | np.ndarray) -> np.ndar
     """NSGA-II's crowding distance within one front: larger = more isolated; the extremes get inf.
 
     Per objective, the gap between a point's two neighbours in sorted order over the front's
-    range (an objective with no range adds nothing). Sorting is stable, so among equal values
-    the earlier point comes first and ties resolve by position, deterministically.
+    range (an objective with no range adds nothing), over the distinct points: a point equal to
+    an earlier one gets 0, since it adds no spread (as pymoo does), so copies go first when an
+    archive is trimmed. Sorting is stable: ties resolve by position, deterministically.
     """
     p = _matrix(points)
+    first = np.sort(np.unique(p, axis=0, return_index=True)[1])  # each distinct point's first position
+    out = np.zeros(p.shape[0])
+    out[first] = _spread(p[first])
+    return out
+
+
+def _spread(p: np.ndarray) -> np.ndarray:
     n = p.shape[0]
     out = np.zeros(n)
     if n <= 2:
@@ -70,7 +78,7 @@ def crowding_distance(points: Sequence[Sequence[float]] | np.ndarray) -> np.ndar
         order = np.argsort(p[:, k], kind="stable")
         values = p[order, k]
         span = values[-1] - values[0]
-        out[order[0]] = out[order[-1]] = np.inf
         if span > 0:
+            out[order[0]] = out[order[-1]] = np.inf
             out[order[1:-1]] += (values[2:] - values[:-2]) / span
     return out

@@ -235,8 +235,8 @@ def leaderboard_data(store: Store, run_id: str, split: str = "validation", limit
     complete = complete_evaluations(store, run_id)
     candidates = {c.id: c for c in store.list_candidates(run_id)}
     known_tasks = {t for e in complete.values() for s in SPLITS for t in (e.metrics or {}).get(s, {})}
-    for name in [task] if task is not None else []:
-        _check_task(run_id, name, known_tasks)
+    if task is not None:
+        _check_task(run_id, task, known_tasks)
     if objectives is not None and not pareto:
         raise UserError("--objectives: only with --pareto (the objectives of a Pareto front)")
     if pareto:
@@ -273,7 +273,7 @@ def leaderboard_data(store: Store, run_id: str, split: str = "validation", limit
             ranked.append(row)
     if pareto:
         scored = [r for r in ranked if None not in r["_objectives"]]
-        ranked = [scored[i] for i in pareto_front([r["_objectives"] for r in scored])] if scored else []
+        ranked = [scored[i] for i in pareto_front([r["_objectives"] for r in scored])]
     if task is not None:
         ranked.sort(key=lambda r: (r["_key"] is None, -(r["_key"] or 0.0)))
     if limit is not None:

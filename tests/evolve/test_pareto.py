@@ -47,7 +47,10 @@ def test_non_dominated_sort_and_crowding_by_hand():
     assert [f.tolist() for f in fronts] == [[0, 1, 2], [3, 5], [4]]
     # within the first front (x sorted 0, 2, 3 and y 0, 2, 3): the middle point's gaps are (3 - 0) / 3 twice
     assert crowding_distance(points[fronts[0]]).tolist() == [np.inf, 2.0, np.inf]
-    assert crowding_distance([[1, 1], [1, 1], [1, 1]]).tolist() == [np.inf, 0.0, np.inf]  # no range: adds nothing
+    assert crowding_distance([[1, 1], [1, 1], [1, 1]]).tolist() == [np.inf, 0.0, 0.0]  # copies add no spread
+    # copies of an earlier point get 0; the rest are spread as if the copies were not there
+    assert crowding_distance([[0, 2], [1, 1], [0, 2], [2, 0], [1, 1]]).tolist() == [np.inf, 2.0, 0.0, np.inf, 0.0]
+    assert crowding_distance([[0, 1, 5], [1, 0, 5], [0.5, 0.5, 5]]).tolist() == [np.inf, np.inf, 2.0]  # no range in z
     brute = [i for i in range(len(points)) if not any(np.all(points[j] >= points[i]) and np.any(points[j] > points[i])
                                                       for j in range(len(points)))]
     assert pareto_front(points).tolist() == brute == fronts[0].tolist()
@@ -98,7 +101,7 @@ def search(name: str, problem, seed: int, budget: int = 200, dim: int = 6, **set
     return np.array(points)
 
 
-@pytest.mark.parametrize("problem, ref, budget, dim", [(zdt1, (-1.0, -6.0), 200, 6), (spheres, (-1.0, -1.0), 300, 12)])
+@pytest.mark.parametrize("problem, ref, budget, dim", [(zdt1, (-1.0, -6.0), 200, 6), (spheres, (-1.0, -1.0), 300, 6)])
 def test_front_beats_random_search_at_equal_budget(problem, ref, budget, dim):
     seeds = range(3)
     fronts = {name: [(p := search(name, problem, s, budget, dim))[pareto_front(p)] for s in seeds]
@@ -144,6 +147,13 @@ def test_the_archive_keeps_the_front_and_drops_the_most_crowded_of_the_last_fron
     assert s.archive == ("0", "1", child.id)
     failed = s.ask(1)[0]
     s.tell(failed.id, Result.failure("boom"))
+    assert s.archive == ("0", "1", child.id)
+    (copy,) = s.ask(1)
+    s.tell(copy.id, Result.success(1.0, samples={"a": [0.5], "b": [0.5]}))  # same scores as child: adds no spread
+    assert s.archive == ("0", "1", child.id)
+    (spread,) = s.ask(1)
+    # on the front too, but more crowded: distance (1 - 0.5) + (0.5 - 0) = 1 against (0.5,0.5)'s 0.8 + 0.7
+    s.tell(spread.id, Result.success(1.1, samples={"a": [0.8], "b": [0.3]}))
     assert s.archive == ("0", "1", child.id)
 
 
