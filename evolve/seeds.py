@@ -14,8 +14,9 @@ clipped into the searched bounds and deduplicated (the first of equal genomes is
 ``none`` gives no seeds; a list of recipes (mappings, as in a recipe file) gives those, each
 encoded by the space (a recipe the space cannot represent is refused, naming its index).
 
-Another kind of space (the data-flow genome) brings its own: ``auto`` is its
-``start_genome()`` (the paper's start, model A), recipes go through its ``encode``.
+A data-flow space brings its own: ``auto`` is its ``naive_paths()``, each parent (the first,
+model A, is the paper's start) and the two stacks A+B and B+A, as far as the path bound
+allows; recipes go through its ``encode``.
 
 Seeds are plain data computed from the config alone, so a resumed run gets the same seeds
 and replay reproduces the same asks. Torch-free.
@@ -62,8 +63,7 @@ def resolve_seeds(space: Any, spec: str | Sequence[Mapping[str, Any]] | None) ->
     if spec == "auto":
         if isinstance(space, ParameterSpace):
             return auto_seeds(space)
-        start = getattr(space, "start_genome", None)
-        return () if start is None else (Seed("start", tuple(float(v) for v in start())),)
+        return _path_seeds(space)
     if isinstance(spec, str) or not isinstance(spec, Sequence):
         raise UserError(f"strategy.seeds: must be auto, none or a list of recipes, got {spec!r}")
     out = []
@@ -94,6 +94,19 @@ def auto_seeds(space: ParameterSpace) -> tuple[Seed, ...]:
     seen: set[tuple[float, ...]] = set()
     for label, weights in wanted:
         genome = _genome(space, weights)
+        if genome not in seen:
+            seen.add(genome)
+            out.append(Seed(label, genome))
+    return tuple(out)
+
+
+def _path_seeds(space: Any) -> tuple[Seed, ...]:
+    """A data-flow space's naive paths (`DataFlowSpace.naive_paths`), deduplicated; the first,
+    parent A, is the paper's start, the centre of the box."""
+    out: list[Seed] = []
+    seen: set[tuple[float, ...]] = set()
+    for label, path in space.naive_paths():
+        genome = tuple(float(v) for v in space.encode(path))
         if genome not in seen:
             seen.add(genome)
             out.append(Seed(label, genome))

@@ -381,6 +381,27 @@ class DataFlowSpace:
         """The paper's starting genome, which is the centre of the box: model A, unscaled."""
         return np.full(self.dimension, 0.5)
 
+    def naive_paths(self) -> tuple[tuple[str, LayerPath], ...]:
+        """The unscaled paths a user would try first, those the space can encode, in this order:
+        each parent (``parent:``; with ``fix_ends`` B's layers sit inside A's fixed ends), then
+        the two stacks, A's layers before B's and B's before A's (``stack:``)."""
+        a = [(0, i) for i in range(self.num_layers)]
+        b = [(1, i) for i in range(self.num_layers_b)]
+        inner_a = a[1:-1] if self.fix_ends else a
+        names = [PurePath(m).name or m for m in self.models]
+        wanted = [(f"parent:{names[0]}", inner_a), (f"parent:{names[1]}", b),
+                  (f"stack:{names[0]}+{names[1]}", inner_a + b), (f"stack:{names[1]}+{names[0]}", b + inner_a)]
+        out = []
+        for label, inner in wanted:
+            placed = [a[0], *inner, a[-1]] if self.fix_ends else inner
+            path = LayerPath(self.model_a, tuple(PathStep(self.models[m], i) for m, i in placed), self.dtype, self.seed)
+            try:
+                self.encode(path)
+            except RecipeError:  # too long for max_path_length, or beyond the repetitions
+                continue
+            out.append((label, path))
+        return tuple(out)
+
     # -- codec --------------------------------------------------------------------------------
     def indicators(self, x: Any) -> np.ndarray:
         return self._indicators(self._check_genome(x))

@@ -114,7 +114,8 @@ def test_every_strategy_searches_data_flow_genomes(name):
 
     space = DataFlowSpace("m/a", "m/b", 4, repeats=2, max_path_length=8)
     seeds = seed_genomes(space, "auto")
-    assert [list(s) for s in seeds] == [list(space.start_genome())]  # the paper's start: model A
+    assert list(seeds[0]) == list(space.start_genome())  # the paper's start: model A
+    assert [space.decode(s) for s in seeds[1:]] == [p.to_recipe() for _, p in space.naive_paths()[1:]]
     settings = {"popsize": 4} if name == "cma" else {"archive_size": 4} if name == "m2n2" else {}
     strategy = make_strategy(name, space.dimension, 0, num_workers=1, seeds=seeds, space=space, **settings)
     lengths = set()

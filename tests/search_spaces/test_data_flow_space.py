@@ -70,6 +70,25 @@ def test_models_of_different_depths(slot_order, scales):
 
 
 @pytest.mark.parametrize("fix_ends", [True, False])
+def test_naive_paths_are_the_parents_and_the_stacks(fix_ends):
+    s = space(num_layers=5, num_layers_b=4, fix_ends=fix_ends, max_path_length=9)
+    paths = dict(s.naive_paths())
+    assert list(paths) == ["parent:a", "parent:b", "stack:a+b", "stack:b+a"]
+    steps = {k: [(st.model[-1], st.layer) for st in p.steps] for k, p in paths.items()}
+    a, b = [("a", i) for i in range(5)], [("b", i) for i in range(4)]
+    assert steps["parent:a"] == a
+    assert np.allclose(s.encode(paths["parent:a"]), s.start_genome())
+    if fix_ends:  # B inside A's fixed ends; the stacks fit the bound of 9 exactly
+        assert steps["parent:b"] == [a[0], *b, a[4]]
+        assert steps["stack:a+b"] == [*a[:4], *b, a[4]] and steps["stack:b+a"] == [a[0], *b, *a[1:]]
+    else:
+        assert steps["parent:b"] == b and steps["stack:a+b"] == a + b and steps["stack:b+a"] == b + a
+    shorter = space(num_layers=5, num_layers_b=4, fix_ends=fix_ends, max_path_length=8)
+    assert [k for k, _ in shorter.naive_paths()] == ["parent:a", "parent:b"]  # the stacks are too long
+    assert all(s.decode(s.encode(p)) == p.to_recipe() for p in paths.values())
+
+
+@pytest.mark.parametrize("fix_ends", [True, False])
 @pytest.mark.parametrize("scales", ["per_slot", "full", "none"])
 def test_centre_is_model_a_unscaled(fix_ends, scales):
     s = space(fix_ends=fix_ends, scales=scales)
