@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Re-install whenever the dependency pins change.
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test venv clean
+.PHONY: demo test bench venv clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The benchmark suite (benchmarks/README.md): JSON and PNG results in benchmarks/results/.
+# Modest defaults, about 30 minutes on 2 cores; each script's --help shows its knobs.
+bench: $(STAMP)
+	$(PY) benchmarks/merge_throughput.py
+	$(PY) benchmarks/candidate_switch.py --shape small
+	$(PY) benchmarks/utilisation.py
+	$(PY) benchmarks/peer_mergekit_evolve.py --seeds 0 1 2 --evaluations 20
 
 clean:
 	rm -rf $(VENV) runs out

@@ -204,6 +204,7 @@ def main() -> None:
     parser.add_argument("--evals", type=int, default=6, help="scored candidates for evals/minute (first is warm-up)")
     parser.add_argument("--engine-kwargs", default=json.dumps(CPU_ENGINE), help="vllm.LLM arguments, JSON")
     parser.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "evolve-bench-switch"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks") / "results", help="JSON and PNG go here")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for HF (vLLM's CPU worker pins its own; on a busy machine, "
                              "more than one OpenMP thread per free core stalls badly)")
@@ -248,6 +249,34 @@ def main() -> None:
         print(f"vllm: {results['vllm']['in_worker']:.4f} s of the switch is inside the worker (merge + reload_weights)")
     print(f"evals/min: Scorer.score on {task['name']} ({next(iter(results.values()))['docs']} documents), "
           "switch included, distinct recipes")
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "models": source, "parameters": n_params,
+              "task": task_name, "threads": args.threads, "backends": results}
+    (args.out / "candidate_switch.json").write_text(json.dumps(report, indent=2))
+    plot(report, args.out / "candidate_switch.png")
+    print(f"results: {args.out / 'candidate_switch.json'}, {args.out / 'candidate_switch.png'}")
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    backends = list(report["backends"])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for offset, key, label, color in ((-0.2, "switch", "in-place switch", "tab:blue"),
+                                      (0.2, "fresh", "merge to disk + fresh load", "tab:gray")):
+        ax.bar([i + offset for i in range(len(backends))], [report["backends"][b][key] for b in backends], 0.4,
+               label=label, color=color)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(backends)), backends)
+    ax.set_ylabel("seconds per candidate (log)")
+    ax.set_title(f"candidate switch, {report['parameters'] / 1e6:.0f}M-parameter models")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def _parameters(path: str) -> int:

@@ -259,7 +259,7 @@ def plot(report: dict, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-console = Console()
+console = Console(width=150)
 
 if __name__ == "__main__":
     main()
