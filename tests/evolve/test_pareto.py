@@ -176,6 +176,18 @@ def test_objectives_pick_tasks_and_are_checked():
     assert fallback.objectives == ("<fitness>",) and fallback.objective_values(e.id) == (0.25,)
 
 
+def test_preflight_names_an_unknown_objective(family):
+    from evolve.config import RunConfig
+    from evolve.preflight import check_run
+    from tests.fixtures.run_configs import config_dict
+
+    data = config_dict(family, strategy={"name": "pareto", "seed": 0, "settings": {"objectives": ["analytic", "nope"]}})
+    with pytest.raises(UserError, match=r"strategy\.settings: pareto\.objectives: task 'nope' is not one of the "
+                                        r"run's tasks \(analytic\)"):
+        check_run(RunConfig.model_validate(data))
+    check_run(RunConfig.model_validate(config_dict(family, strategy={"name": "pareto", "seed": 0, "settings": {}})))
+
+
 # -- leaderboard --pareto and export of a front member on a real zoo run ---------------------------
 ZOO_PARETO = {
     "name": "zoo-pareto",
