@@ -377,11 +377,13 @@ class SearchLoop:
         return False
 
     def _promote(self, fitness: float) -> bool:
-        """Successive halving's rule, asynchronously (ASHA): a low result is promoted when fewer
-        than ``promote_fraction`` of the low results so far (itself included) beat it."""
+        """Successive halving's rule, asynchronously (ASHA): a low result is promoted when it
+        ranks within the top ``promote_fraction`` of the low results so far, itself included.
+        A tie goes to the earlier result: low scores on a few documents tie often, and promoting
+        every tie would spend full evaluations on candidates the low fidelity cannot tell apart."""
+        ahead = sum(1 for f in self._low if f >= fitness)
         self._low.append(fitness)
-        better = sum(1 for f in self._low if f > fitness)
-        return better < math.ceil(self.fidelity.promote_fraction * len(self._low))
+        return ahead < math.ceil(self.fidelity.promote_fraction * len(self._low))
 
     def _tell(self, cand: Candidate, store_id: str, result: Result, fidelity: Fidelity) -> None:
         self.strategy.tell(cand.id, result)

@@ -87,12 +87,12 @@ def test_promotion_follows_the_top_fraction_of_the_low_results_so_far(finished):
     rows = store.list_evaluations(outcome.run_id, fidelity=None)
     full = {e.candidate_id for e in rows if e.fidelity == Fidelity.FULL}
     low = sorted((e for e in rows if e.fidelity == Fidelity.LOW and e.candidate_id in searched),
-                 key=lambda e: e.finished_at)
+                 key=lambda e: (e.finished_at, e.id))
     seen: list[float] = []
     for e in low:  # finish order: the order the loop decided in (one decision at a time)
+        ahead = sum(1 for f in seen if f >= e.fitness)  # a tie goes to the earlier result
         seen.append(e.fitness)
-        better = sum(1 for f in seen if f > e.fitness)
-        assert (e.candidate_id in full) == (better < math.ceil(FIDELITY["promote_fraction"] * len(seen)))
+        assert (e.candidate_id in full) == (ahead < math.ceil(FIDELITY["promote_fraction"] * len(seen)))
 
 
 def test_leaderboards_runs_and_export_rank_full_fidelity_results_only(finished, capsys):
@@ -110,7 +110,8 @@ def test_leaderboards_runs_and_export_rank_full_fidelity_results_only(finished, 
     ranked = [c["id"] for c in board["candidates"]]
     assert ranked and set(ranked) <= full and not set(ranked) & low_only
     assert len(ranked) == outcome.stats.promoted  # parents rank apart, in "parents"
-    best_low = max(store.list_evaluations(outcome.run_id, fidelity="low"), key=lambda e: e.fitness)
+    lows = sorted(store.list_evaluations(outcome.run_id, fidelity="low"), key=lambda e: (e.finished_at, e.id))
+    best_low = max(lows, key=lambda e: e.fitness)  # the first to reach the best low score
     assert best_low.candidate_id in full  # the best low result so far is always promoted
     assert main(["runs", "--format", "json", "--store", url]) == 0
     (row,) = json.loads(capsys.readouterr().out)
