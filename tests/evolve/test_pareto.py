@@ -34,6 +34,14 @@ def test_one_objective_front_is_every_point_at_the_maximum():
     assert pareto_front(np.zeros((0, 2))).tolist() == [] == pareto_front([]).tolist()
 
 
+def test_the_sweep_agrees_with_the_dominance_matrix_on_many_ties():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n, m = int(rng.integers(0, 30)), int(rng.integers(1, 5))
+        points = rng.integers(0, 4, size=(n, m)).astype(float)  # coarse: ties and copies everywhere
+        assert pareto_front(points).tolist() == np.flatnonzero(~dominates(points).any(axis=0)).tolist()
+
+
 def test_bad_points_are_refused():
     with pytest.raises(ValueError, match="finite"):
         pareto_front([[0.1, float("nan")]])
