@@ -34,6 +34,7 @@ EXTENSION = "workers.scoring.vllm_extension.MergeExtension"
 
 class VLLMBackend:
     name = "vllm"
+    extension = EXTENSION  # the worker mix-in; `workers.data_flow_vllm` swaps in its own
 
     def __init__(self, model_paths: list[str], settings: EvalSettings, reference: str | None = None):
         from vllm import LLM
@@ -42,15 +43,14 @@ class VLLMBackend:
 
         self.settings = settings
         self.reference = reference or model_paths[0]
-        if self.reference not in model_paths:
-            model_paths = [self.reference, *model_paths]
+        model_paths = self._sources(list(model_paths))
         kwargs = thaw(settings.engine_kwargs)
         kwargs.setdefault("seed", settings.seed)
         if settings.dtype is not None:
             kwargs.setdefault("dtype", settings.dtype)
         if "worker_extension_cls" in kwargs:
             raise ValueError("engine_kwargs.worker_extension_cls is set by the vLLM backend itself")
-        self.llm = LLM(model=self.reference, worker_extension_cls=EXTENSION, **kwargs)
+        self.llm = LLM(model=self.reference, worker_extension_cls=self.extension, **kwargs)
         self._lm = None
         sources_on = "cpu" if settings.device == "cpu" else "engine"
         try:
@@ -63,6 +63,10 @@ class VLLMBackend:
             self.close()
             raise
         self._lm = VLLMEvalLM(self.llm, batch_size=settings.batch_size, **thaw(settings.lm_kwargs))
+
+    def _sources(self, model_paths: list[str]) -> list[str]:
+        """The models the worker keeps resident: the reference is one of them."""
+        return model_paths if self.reference in model_paths else [self.reference, *model_paths]
 
     @property
     def lm(self):

@@ -49,19 +49,25 @@ from typing import Any
 import torch
 
 
+class MergeRefused(Exception):
+    """A candidate that cannot replace the engine's model tensor for tensor (checked before any reload)."""
+
+
 class MergeExtension:
-    """Worker mix-in: resident sources and in-place candidate swaps (methods prefixed merge_)."""
+    """Worker mix-in: resident sources and in-place candidate swaps (methods prefixed merge_).
+
+    The RPC methods are shared; what a candidate is made of comes from two hooks that
+    subclasses replace (`workers.data_flow_vllm` folds layer paths): `_load_sources` and
+    `_prepare`.
+    """
 
     def merge_init(self, model_paths: list[str], reference: str, device: str = "engine") -> dict[str, Any]:
         """Load the source models once: onto the engine's device (``"engine"``) or ``"cpu"``."""
-        from workers.resident import ResidentSources
-
         try:
             start = time.perf_counter()
             where = self.device if device == "engine" else torch.device(device)
-            self._merge_sources = ResidentSources(list(model_paths), device=where)
-            self._merge_reference = self._merge_sources.checkpoints[reference].index
-            followers, problem = _tied_followers(self.model_runner.get_model(), set(self._merge_reference))
+            streamed = self._load_sources(list(model_paths), reference, where)
+            followers, problem = _tied_followers(self.model_runner.get_model(), streamed)
             if problem:
                 return {"ok": False, "error": f"no exact in-place swap into this engine: {problem}"}
             self._merge_followers = followers
@@ -70,19 +76,15 @@ class MergeExtension:
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
     def merge_apply(self, recipe_json: str) -> dict[str, Any]:
-        """Merge the recipe and reload it into the live model; report timing and bad tensors."""
+        """Build the candidate and reload it into the live model; report timing and bad tensors."""
         from search_spaces.recipe import Recipe
-        from workers.plan import execute
         from workers.scoring.backend import is_finite
 
         start = time.perf_counter()
         try:
-            sources = self._merge_sources
-            recipe = Recipe.from_dict(json.loads(recipe_json))
-            plan = sources.plan(recipe)
-            problem = _layout_problem(plan, self._merge_reference)
-            if problem:
-                return _error(problem, start, kind="merge_error")
+            stream = self._prepare(Recipe.from_dict(json.loads(recipe_json)))
+        except MergeRefused as exc:
+            return _error(str(exc), start, kind="merge_error")
         except Exception as exc:  # noqa: BLE001
             return _error(f"{type(exc).__name__}: {exc}", start, kind=_kind(exc))
 
@@ -90,19 +92,10 @@ class MergeExtension:
         non_finite: list[str] = []
 
         def weights():
-            for merge in plan.merges:
-                try:
-                    inputs = [sources.get(r) for r in merge.inputs]
-                    base = sources.get(merge.base) if merge.base is not None else None
-                    tensor = execute(merge, plan.method, inputs, base)
-                except Exception as exc:  # noqa: BLE001 - finish the reload, then report
-                    if not failures:
-                        failures.append(f"{type(exc).__name__} merging '{merge.name}': {exc}")
-                        failures.append(_kind(exc))
-                    tensor = sources.get(merge.inputs[0])
+            for name, tensor in stream(failures):
                 if len(non_finite) < 5 and not is_finite(tensor):
-                    non_finite.append(merge.name)
-                yield merge.name, tensor
+                    non_finite.append(name)
+                yield name, tensor
 
         try:
             self.reload_weights(weights_iterator=weights())
@@ -113,6 +106,42 @@ class MergeExtension:
             return _error(failures[0], start, kind=failures[1])
         return {"ok": True, "seconds": time.perf_counter() - start, "non_finite": non_finite,
                 "error": None, "kind": None}
+
+    def _load_sources(self, model_paths: list[str], reference: str, where: torch.device) -> set[str]:
+        """Make the sources resident; returns the names of the tensors every candidate streams."""
+        from workers.resident import ResidentSources
+
+        self._merge_sources = ResidentSources(model_paths, device=where)
+        self._merge_reference = self._merge_sources.checkpoints[reference].index
+        return set(self._merge_reference)
+
+    def _prepare(self, recipe):
+        """Plan ``recipe`` (raising `MergeRefused` if it cannot fit) and return ``stream(failures)``,
+        which yields (name, tensor) for the reload. A tensor that fails to merge is streamed
+        from the first source instead, so the reload finishes; the error goes into ``failures``
+        as (message, kind)."""
+        from workers.plan import execute
+
+        sources = self._merge_sources
+        plan = sources.plan(recipe)
+        problem = _layout_problem(plan, self._merge_reference)
+        if problem:
+            raise MergeRefused(problem)
+
+        def stream(failures: list[str]):
+            for merge in plan.merges:
+                try:
+                    inputs = [sources.get(r) for r in merge.inputs]
+                    base = sources.get(merge.base) if merge.base is not None else None
+                    tensor = execute(merge, plan.method, inputs, base)
+                except Exception as exc:  # noqa: BLE001 - finish the reload, then report
+                    if not failures:
+                        failures.append(f"{type(exc).__name__} merging '{merge.name}': {exc}")
+                        failures.append(_kind(exc))
+                    tensor = sources.get(merge.inputs[0])
+                yield merge.name, tensor
+
+        return stream
 
 
 def _tied_followers(model: torch.nn.Module, streamed: set[str]) -> tuple[list[torch.nn.Module], str | None]:
