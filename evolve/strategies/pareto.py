@@ -14,13 +14,14 @@ optimizer; NSGA-II keeps the whole front and its spread explicitly, in a few lin
 
 - Archive (``population``, default 20): every successful result joins (failures never do); when
   the archive is over capacity the member dropped is in the last non-dominated front, with the
-  smallest crowding distance there, the oldest among equals (so the newcomer wins ties).
+  smallest crowding distance there (a copy of an older member's scores counts 0: it adds no
+  spread), the oldest among equals (so the newcomer wins ties).
 - Initial population: the seeds (asked first, like every strategy), then uniform random genomes
   until members plus starters in flight reach ``population`` (again whenever failures thin it).
 - Child: two binary tournaments (two distinct members drawn uniformly; lower front wins, then
-  larger crowding distance, then the first drawn), simulated binary crossover (SBX, ``eta``
-  ``crossover_eta``, with probability ``crossover_rate``, each coordinate with probability 1/2)
-  and polynomial mutation (``mutation_eta``, each coordinate with probability ``mutation_rate``,
+  larger crowding distance, then the first drawn; both may pick the same member), simulated
+  binary crossover (SBX, ``eta`` ``crossover_eta``, with probability ``crossover_rate``, each
+  coordinate with probability 1/2) and polynomial mutation (``mutation_eta``, each coordinate with probability ``mutation_rate``,
   default 1/dimension), clipped to [0, 1]. Both ``eta`` default to 2, not NSGA-II's usual 15
   and 20: those keep children close to their parents, which pays over tens of thousands of
   evaluations; at 200-300 they did no better than random search on ZDT1 and on two competing
