@@ -1,8 +1,8 @@
 """Layer paths folded into plain models (issue 11), checked against an explicit forward pass.
 
-The explicit reference is built without the folding code: a transformers model of the path's
-depth whose layer k is a copy of the source model's layer, with a forward pre-hook that
-multiplies the layer's input by the step's scale. The folded model is what
+The explicit reference (`fixtures.explicit_path`) is built without the folding code: a
+transformers model of the path's depth whose layer k is a copy of the source model's layer,
+with a forward pre-hook that multiplies the layer's input by the step's scale. The folded model is what
 `write_path_model` writes, loaded back with ``from_pretrained``. With the norms' epsilon at
 1e-12 the two must agree to 1e-5 relative error in float32 on random paths with scales in
 [0.2, 3], for every family of `fixtures.architectures` that data-flow search supports.
@@ -10,7 +10,6 @@ multiplies the layer's input by the step's scale. The folded model is what
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from dataclasses import replace
@@ -21,6 +20,8 @@ import pytest
 import torch
 
 from fixtures.architectures import ARCHITECTURES, write_family
+from fixtures.explicit_path import explicit_logits as _explicit_logits
+from fixtures.explicit_path import rel_error
 from search_spaces.data_flow import DataFlowSpace, LayerPath, PathStep
 from search_spaces.errors import UserError
 from search_spaces.recipe import Recipe
@@ -55,39 +56,12 @@ def _load(path: str):
 
 
 def explicit_logits(path: LayerPath, models: dict[str, torch.nn.Module]) -> torch.Tensor:
-    """The path's forward pass as written: each layer's input multiplied by its step's scale."""
-    from transformers import AutoModelForCausalLM
-
-    a = models[path.model_a]
-    config = copy.deepcopy(a.config)
-    config.num_hidden_layers = path.length
-    if getattr(config, "layer_types", None):
-        config.layer_types = [a.config.layer_types[k % len(a.config.layer_types)] for k in range(path.length)]
-    ref = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-    outside = {n: t for n, t in a.state_dict().items() if ".layers." not in n}
-    ref.load_state_dict(outside, strict=False)
-    if not config.tie_word_embeddings:
-        ref.lm_head.load_state_dict(a.lm_head.state_dict())
-    for k, step in enumerate(path.steps):
-        ref.model.layers[k].load_state_dict(models[step.model].model.layers[step.layer].state_dict())
-
-        def scale_input(module, args, kwargs, s=step.scale):
-            if args:
-                return (args[0] * s, *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": kwargs["hidden_states"] * s}
-
-        ref.model.layers[k].register_forward_pre_hook(scale_input, with_kwargs=True)
-    with torch.no_grad():
-        return ref(IDS).logits
+    return _explicit_logits(path, models, IDS)
 
 
 def folded_logits(directory: Path) -> torch.Tensor:
     with torch.no_grad():
         return _load(str(directory))(IDS).logits
-
-
-def rel_error(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((x - ref).abs().max() / ref.abs().max())
 
 
 def random_path(a: str, b: str, rng: np.random.Generator, length: int) -> LayerPath:
