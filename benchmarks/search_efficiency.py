@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="+", default=["cma", "m2n2", "random"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--evaluations", type=int, default=30)
+    parser.add_argument("--initial", default="auto", choices=["auto", "none"],
+                        help="strategy.seeds: the naive starting points (auto) or none")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("out") / "search_efficiency")
     args = parser.parse_args()
@@ -53,7 +55,7 @@ def main() -> None:
     results: dict[str, list[dict]] = {}
     for name in args.strategies:
         for seed in args.seeds:
-            strategy = {"name": name, "seed": seed,
+            strategy = {"name": name, "seed": seed, "seeds": args.initial,
                         "settings": base.strategy.settings if name == base.strategy.name else {}}
             config = base.model_validate({
                 **base.model_dump(), "name": f"efficiency-{name}-{seed}", "strategy": strategy,
