@@ -193,6 +193,8 @@ class SearchLoop:
         full = [r for (cid, fid), r in results.items() if fid == Fidelity.FULL and cid in searched]
         self.stats.best_fitness = max((r.fitness for r in full if not r.failed), default=-math.inf)
         self.stats.promoted = sum(1 for cid, fid in results if fid == Fidelity.FULL and (cid, Fidelity.LOW) in results)
+        self.stats.samples_scored = sum(e.samples_scored or 0 for e in self.store.list_evaluations(self.run_id,
+                                                                                                 fidelity=None))
         pending: list[_Job] = []
         for cand, store_id in open_.values():
             fidelity = self._next_fidelity(store_id, results)

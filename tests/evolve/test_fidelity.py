@@ -140,7 +140,8 @@ def test_replay_rebuilds_the_strategy_exactly(local_ray, family, tmp_path):
     assert loop.replay() == []
     assert replayed.state() == original.state()
     assert [c.genome for c in replayed.ask(3)] == [c.genome for c in original.ask(3)]
-    assert (loop.stats.promoted, loop.stats.best_fitness) == (stats.promoted, stats.best_fitness)
+    assert (loop.stats.promoted, loop.stats.best_fitness, loop.stats.samples_scored) == (
+        stats.promoted, stats.best_fitness, stats.samples_scored)
 
 
 def _complete(db) -> int:
