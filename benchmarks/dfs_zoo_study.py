@@ -38,7 +38,9 @@ from pathlib import Path
 import torch
 
 from workers.zoo import data as D
+from workers.zoo import data_flow_pair
 from workers.zoo.build import Zoo, default_zoo_dir
+from workers.zoo.data_flow_pair import with_prefix_block
 from workers.zoo.tokenizer import KANA, build_tokenizer, vocabulary
 from workers.zoo.train import Phase, greedy_accuracy, train
 
@@ -78,17 +80,16 @@ def design_phases(design: str, exclude, scale: float):
                   trainable=layers(0)),
             ],
         }
+    pair = data_flow_pair.phases(exclude, scale)  # the product's pair (workers/zoo/data_flow_pair.py)
     if design == "dense":
-        # The naive pair: both experts fine-tune every transformer block.
+        # The naive pair: both experts fine-tune every transformer block. The adder is the
+        # zoo pair's adder (same recipe and seed).
         return {
             "reader": [
                 P("reader.read", CIPHER_MIX, 300, 1e-3, SEED + 5,
                   trainable=lambda n: ".layers." in n or "embed_tokens" in n, embedding_rows=kana_rows),
             ],
-            "adder": [
-                P("adder.add", [(D.add_any, 0.8), *REPLAY], 1000, 3e-3, SEED + 6,
-                  trainable=lambda n: ".layers." in n or "norm" in n, embedding_noise=0.7),
-            ],
+            "adder": [pair["adder"]],
         }
     if design == "prefix":
         # The reader's skill lives in one block (layer 0), not in the embeddings (the kana rows
@@ -104,13 +105,8 @@ def design_phases(design: str, exclude, scale: float):
     if design == "stack":
         # Stacking: the reader is the base with one extra block *in front* (5 layers; only that
         # block trains, from an exact identity), so its skill is "turn kana into what the
-        # base's first block expects". The adder is the dense design's (same recipe and seed).
-        return {
-            "reader": [
-                P("reader.prefix", [*CIPHER_MIX, *REPLAY], 400, 3e-3, SEED + 8, trainable=layers(0)),
-            ],
-            "adder": design_phases("dense", exclude, scale)["adder"],
-        }
+        # base's first block expects". This design became the zoo's data-flow pair.
+        return {"reader": [pair["reader"]], "adder": [pair["adder"]]}
     raise SystemExit(f"unknown design {design!r}")
 
 
@@ -120,22 +116,6 @@ def load(path):
     m = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
     m.eval()
     return m
-
-
-def with_prefix_block(model):
-    """The model with one more block in front: a copy of its layer 0 whose branch outputs are
-    zeroed (an exact identity until trained)."""
-    import copy
-
-    block = copy.deepcopy(model.model.layers[0])
-    with torch.no_grad():
-        block.self_attn.o_proj.weight.zero_()
-        block.mlp.down_proj.weight.zero_()
-    model.model.layers.insert(0, block)
-    for i, layer in enumerate(model.model.layers):
-        layer.self_attn.layer_idx = i
-    model.config.num_hidden_layers += 1
-    return model
 
 
 def save(model, path: Path):
