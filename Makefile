@@ -31,7 +31,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/merge_throughput.py
 	$(PY) benchmarks/candidate_switch.py --shape small
 	$(PY) benchmarks/utilisation.py
-	$(PY) benchmarks/peer_mergekit_evolve.py --seeds 0 1 2 --evaluations 20
+	$(PY) benchmarks/peer_mergekit_evolve.py --seeds 0 1 --evaluations 18
 
 clean:
 	rm -rf $(VENV) runs out

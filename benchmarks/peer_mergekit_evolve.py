@@ -195,13 +195,17 @@ def zoo_layers(zoo: Path) -> int:
     return json.loads((zoo / "models" / "base" / "config.json").read_text())["num_hidden_layers"]
 
 
-def run_ours(store, base, seed: int, budget: int, workers: int) -> dict:
-    """One search of ours, as benchmarks/search_efficiency.py runs it, with test scores kept."""
+def run_ours(store, base, seed: int, budget: int, workers: int, seeds: str = "auto") -> dict:
+    """One search of ours, as benchmarks/search_efficiency.py runs it, with test scores kept.
+
+    ``seeds="none"`` drops the initial genomes (`evolve.seeds`: the parents, mergekit-evolve's
+    x0, all weights 1) that CMA-ES evaluates first by default, to show what they contribute."""
     from evolve import runner
     from evolve.preflight import check_run
 
     config = base.model_validate({
-        **base.model_dump(), "name": f"peer-bench-ours-{seed}", "strategy": {**base.strategy.model_dump(), "seed": seed},
+        **base.model_dump(), "name": f"peer-bench-ours-{seeds}-{seed}",
+        "strategy": {**base.strategy.model_dump(), "seed": seed, "seeds": seeds},
         "budget": {"max_evaluations": budget},
         "evaluation": {**base.evaluation.model_dump(), "report_test": True},
         "resources": {**base.resources.model_dump(), "workers": workers},
@@ -246,9 +250,12 @@ def main() -> None:
     parser.add_argument("--evaluations", type=int, default=30, help="the budget of each search, for both tools")
     parser.add_argument("--workers", type=int, default=2, help="Ray workers (fake GPUs for the peer)")
     parser.add_argument("--target", type=float, help="fitness target for evaluations-to-target "
-                                                     "(default: 90%% of the lower of the two tools' mean final best)")
+                                                     "(default: the lower of the two tools' mean final best)")
     parser.add_argument("--venv", type=Path, default=CACHE / "peer-venv")
-    parser.add_argument("--tools", nargs="+", default=["evolve", "mergekit-evolve"])
+    parser.add_argument("--tools", nargs="+", default=["evolve", "mergekit-evolve"],
+                        choices=["evolve", "evolve-noseeds", "mergekit-evolve"],
+                        help="evolve-noseeds: ours with strategy.seeds: none")
+    parser.add_argument("--name", default="peer_mergekit_evolve", help="stem of the JSON and PNG files")
     parser.add_argument("--work", type=Path, default=Path("out") / "peer_mergekit_evolve")
     parser.add_argument("--out", type=Path, default=Path("benchmarks") / "results")
     args = parser.parse_args()
@@ -268,8 +275,9 @@ def main() -> None:
     runs: dict[str, list[dict]] = {tool: [] for tool in args.tools}
     for seed in args.seeds:
         for tool in args.tools:
-            if tool == "evolve":
-                run = run_ours(store, base, seed, args.evaluations, args.workers)
+            if tool.startswith("evolve"):
+                run = run_ours(store, base, seed, args.evaluations, args.workers,
+                               seeds="none" if tool == "evolve-noseeds" else "auto")
             else:
                 run = run_peer(python, base, zoo, seed, args.evaluations, args.workers, args.work)
                 picks = sorted({best_at(run["evaluations"], k) for k in marks})
@@ -280,10 +288,10 @@ def main() -> None:
             final = max(e["fitness"] for e in run["evaluations"][:args.evaluations])
             console.print(f"{tool} seed {seed}: {len(run['evaluations'])} evaluations in {run['seconds']:.0f} s, "
                           f"best validation {final:.3f}")
-            (args.out / "peer_mergekit_evolve.json").write_text(json.dumps(report(args, runs, marks), indent=2))
+            (args.out / f"{args.name}.json").write_text(json.dumps(report(args, runs, marks), indent=2))
 
     result = report(args, runs, marks)
-    (args.out / "peer_mergekit_evolve.json").write_text(json.dumps(result, indent=2))
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2))
     table = Table(title=f"best fitness (mean ± std over {len(args.seeds)} seeds), budget {args.evaluations} evaluations, "
                         f"{args.workers} workers")
     for col in ("tool", *[f"val @{k}" for k in marks], *[f"test @{k}" for k in marks], "evals to target",
@@ -298,14 +306,14 @@ def main() -> None:
                       f"{statistics.mean(row['seconds']):.0f}")
     console.print(table)
     console.print(f"target fitness: {result['target']:.3f}")
-    plot(result, args.out / "peer_mergekit_evolve.png")
-    console.print(f"results: {args.out / 'peer_mergekit_evolve.json'}, {args.out / 'peer_mergekit_evolve.png'}")
+    plot(result, args.out / f"{args.name}.png")
+    console.print(f"results: {args.out / f'{args.name}.json'}, {args.out / f'{args.name}.png'}")
 
 
 def report(args, runs: dict[str, list[dict]], marks: list[int]) -> dict:
     finals = {tool: [max(e["fitness"] for e in r["evaluations"][:args.evaluations]) for r in rs]
               for tool, rs in runs.items() if rs}
-    target = args.target if args.target is not None else 0.9 * min(statistics.mean(f) for f in finals.values())
+    target = args.target if args.target is not None else min(statistics.mean(f) for f in finals.values())
     tools = {}
     for tool, rs in runs.items():
         tools[tool] = {
@@ -319,7 +327,9 @@ def report(args, runs: dict[str, list[dict]], marks: list[int]) -> dict:
         }
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "budget": args.evaluations,
             "seeds": args.seeds, "workers": args.workers, "target": target, "patches": [p[3] for p in PATCHES],
-            "tools": tools, "runs": runs}
+            "tools": tools, "runs": {tool: [{**r, "evaluations": [{k: v for k, v in e.items() if k != "config"}
+                                                                for e in r["evaluations"]]} for r in rs]
+                                     for tool, rs in runs.items()}}
 
 
 def plot(result: dict, path: Path) -> None:
@@ -329,14 +339,14 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (tool, row), color in zip(result["tools"].items(), ("tab:blue", "tab:gray")):
+    for (tool, row), color in zip(result["tools"].items(), ("tab:blue", "tab:gray", "tab:orange")):
         for i, c in enumerate(row["curves"]):
             ax.plot(range(1, len(c) + 1), c, color=color, alpha=0.7, label=tool if i == 0 else None)
     ax.axhline(result["target"], color="tab:red", ls="--", lw=1, label="target")
     ax.set_xlabel("evaluations")
     ax.set_ylabel("best-so-far validation fitness")
     ax.set_xlim(1, result["budget"])
-    ax.set_title(f"zoo search: evolve-merge vs mergekit-evolve 0.1.5, {len(result['seeds'])} seeds")
+    ax.set_title(f"zoo search, {len(result['seeds'])} seeds: " + " vs ".join(result["tools"]))
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
