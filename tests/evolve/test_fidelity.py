@@ -267,6 +267,26 @@ def test_low_fidelity_tasks_are_a_seeded_subsample_of_the_validation_tasks(famil
     assert off.scoring.low_tasks is None and "low_tasks" not in runner.worker_spec(off).kwargs
 
 
+def test_the_real_scorer_scores_the_low_tasks_at_low_fidelity(family, tasks_dir):
+    from search_spaces.recipe import Recipe
+    from workers.candidate_scorer import CandidateScorer
+    from workers.outcome import EvalRequest
+
+    checked = check_run(RunConfig.model_validate(lm_eval_config(family, tasks_dir, low_limit=4)))
+    kwargs = runner.worker_spec(checked).kwargs
+    scorer = CandidateScorer(**kwargs)
+    recipe = Recipe.from_dict({"merge_method": "linear", "models": [
+        {"model": str(family[1]), "parameters": {"weight": 0.5}}, {"model": str(family[2]), "parameters": {"weight": 0.5}}]})
+    low = scorer.evaluate(EvalRequest(recipe, Fidelity.LOW))
+    full = scorer.evaluate(recipe)  # a bare recipe is a full request
+    assert low.ok and full.ok
+    assert {s: {t: len(v) for t, v in tasks.items()} for s, tasks in low.samples.items()} == {
+        "validation": {"syn_gen": 4, "syn_mc": 4}}
+    assert {s: {t: len(v) for t, v in tasks.items()} for s, tasks in full.samples.items()} == {
+        "validation": {"syn_gen": 12, "syn_mc": 8}, "test": {"syn_gen": 4, "syn_mc": 4}}
+    assert (low.samples_scored, full.samples_scored) == (8, 28)
+
+
 @pytest.mark.parametrize("low_limit, expected", [
     (8, r"fidelity\.low_limit: 8 documents is not below tasks\[1\]\.limit \(8\) of 'syn_mc'"),
     (12, r"fidelity\.low_limit: 12 documents is not below tasks\[1\]\.limit"),
