@@ -8,8 +8,10 @@ and resume (named ``<name>/ps`` and ``<name>/dfs``):
     ps:  {models: ..., space: ..., strategy: ..., budget: ..., tasks: ..., evaluation: ...}
     dfs: {models: {sources: [B]}, data_flow: ..., strategy: ..., budget: ..., tasks: ..., evaluation: ...}
 
-The DFS stage's ``models.base`` is filled in: the PS stage's best search candidate (ranked on
-validation), exported once as a plain model under the PS run's cache folder. Both stages are
+The DFS stage's ``models.base`` (model A) is filled in: the PS stage's best search candidate
+(ranked on validation), exported once as a plain model under the PS run's cache folder. With
+``ps_result: b`` it becomes model B instead (``models.sources``), for a model A whose own
+layers must frame the path (e.g. a block that has to come first). Both stages are
 pre-flighted before anything runs (the DFS stage against the PS base model, which has the
 PS result's architecture). `run_pipeline` is also the resume: it continues the first stage
 that has not finished and starts the ones that have not begun, so running it again after a
@@ -37,19 +39,30 @@ class PipelineConfig(BaseModel):
 
     name: str = "pipeline"
     pipeline: Literal["ps_then_dfs"]
+    ps_result: Literal["a", "b"] = "a"  # which model of the DFS stage the PS stage's best becomes
     ps: dict[str, Any]
     dfs: dict[str, Any]
     store: str | None = None
 
-    def stage(self, stage: str, base: str | None = None) -> RunConfig:
-        """The stage's run config (the DFS one with ``base`` as model A); errors name the stage."""
+    def stage(self, stage: str, best: str | None = None) -> RunConfig:
+        """The stage's run config (the DFS one with the PS stage's ``best`` as model A, or B with
+        ``ps_result: b``); errors name the stage."""
         data = dict(self.ps if stage == PS_STAGE else self.dfs)
         data["name"] = f"{self.name}/{stage}"
         if stage == DFS_STAGE:
             models = dict(data.get("models") or {})
-            if "base" in models:
-                raise ConfigError("dfs.models.base: filled in by the pipeline (the PS stage's best); give only sources")
-            data["models"] = {**models, "base": base or "(the PS stage's best)"}
+            best = best or "(the PS stage's best)"
+            if self.ps_result == "a":
+                if "base" in models:
+                    raise ConfigError("dfs.models.base: filled in by the pipeline (the PS stage's best); "
+                                      "give only sources")
+                models["base"] = best
+            else:
+                if "sources" in models:
+                    raise ConfigError("dfs.models.sources: filled in by the pipeline (ps_result: b, the PS "
+                                      "stage's best); give only base")
+                models["sources"] = [best]
+            data["models"] = models
         try:
             config = RunConfig.model_validate(data)
         except ValidationError as exc:
@@ -82,7 +95,7 @@ def check_pipeline(config: PipelineConfig) -> None:
 
     ps = config.stage(PS_STAGE)
     check_run(ps)
-    check_run(config.stage(DFS_STAGE, base=ps.models.base))
+    check_run(config.stage(DFS_STAGE, best=ps.models.base))
 
 
 def _find_run(store, config: RunConfig):
@@ -127,8 +140,8 @@ def run_pipeline(store, config: PipelineConfig, *, progress: bool = True,
 
     check_pipeline(config)
     ps_id = _finish(store, config.stage(PS_STAGE), progress)
-    a = best_model(store, ps_id, (cache or cache_root()) / "pipelines" / ps_id / "best")
-    dfs_id = _finish(store, config.stage(DFS_STAGE, base=str(a)), progress)
+    best = best_model(store, ps_id, (cache or cache_root()) / "pipelines" / ps_id / "best")
+    dfs_id = _finish(store, config.stage(DFS_STAGE, best=str(best)), progress)
     return {PS_STAGE: ps_id, DFS_STAGE: dfs_id}
 
 

@@ -53,6 +53,13 @@ def test_stage_errors_name_the_stage(family3):
         pipeline(family3, dfs={k: v for k, v in good.dfs.items() if k != "data_flow"}).stage("dfs")
     with pytest.raises(ConfigError, match=r"ps\.budget: Field required"):
         pipeline(family3, ps={k: v for k, v in good.ps.items() if k != "budget"}).stage("ps")
+    as_b = pipeline(family3, ps_result="b", dfs={**good.dfs, "models": {"base": str(family3["v1"])}})
+    models = as_b.stage("dfs", best="/runs/best").models
+    assert (models.base, models.sources) == (str(family3["v1"]), ["/runs/best"])
+    assert good.stage("dfs", best="/runs/best").models.base == "/runs/best"
+    with pytest.raises(ConfigError, match=r"dfs\.models\.sources: filled in by the pipeline \(ps_result: b"):
+        pipeline(family3, ps_result="b").stage("dfs")
+    check_pipeline(as_b)
     bad = pipeline(family3, dfs={**good.dfs, "data_flow": {"repeats": 1, "max_path_length": 99}})
     with pytest.raises(ConfigError, match=r"data_flow\.max_path_length: 99 exceeds"):
         check_pipeline(bad)
