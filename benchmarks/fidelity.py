@@ -10,6 +10,12 @@ it was first reached, the multi-fidelity run's cost to first match the full run'
 (within the full run's total cost: the same budget), and the ratio of the two costs.
 
     nice -n 10 .venv/bin/python benchmarks/fidelity.py --evaluations 40 --seeds 0 1 2
+
+Measured (2026-12-01, 2 CPU workers, HF): with these defaults the multi-fidelity run matched the
+full run's best in 3/3 seeds at a median 0.48 of the full run's cost to reach it (0.26 of its
+total cost), and reached 1.98-2.00 against 1.88-1.95 within the same budget; with low 16 / top
+25% it matched in 2/3 seeds at 0.84 (the search keeps improving, so ~45% were promoted). Two
+workers finish in varying order, so the full runs themselves differ slightly between invocations.
 """
 
 from __future__ import annotations
@@ -56,9 +62,9 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=Path(__file__).resolve().parent.parent / "examples" / "zoo_demo.yaml")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--evaluations", type=int, default=40, help="candidates of the full-fidelity run")
-    parser.add_argument("--mf-factor", type=float, default=2.0, help="candidates of the multi-fidelity run, × evaluations")
-    parser.add_argument("--low-limit", type=int, default=16)
-    parser.add_argument("--promote-fraction", type=float, default=0.25)
+    parser.add_argument("--mf-factor", type=float, default=3.0, help="candidates of the multi-fidelity run, × evaluations")
+    parser.add_argument("--low-limit", type=int, default=8)
+    parser.add_argument("--promote-fraction", type=float, default=0.05)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("out") / "fidelity")
     args = parser.parse_args()
