@@ -162,7 +162,12 @@ def _cmd_zoo_build(args: argparse.Namespace) -> int:
     from workers.zoo import build_zoo
 
     zoo = build_zoo(args.dir, progress=True)
-    console.print(f"zoo ready in {zoo.root}: {', '.join(zoo.models)}")
+    names = list(zoo.models)
+    if args.data_flow_pair:
+        from workers.zoo.data_flow_pair import build_pair
+
+        names += list(build_pair(zoo.root, progress=True))
+    console.print(f"zoo ready in {zoo.root}: {', '.join(names)}")
     return 0
 
 
@@ -263,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
     zoo_build = zoo_sub.add_parser("build", help="build (or find cached) the zoo")
     zoo_build.add_argument("--dir", type=Path, default=None, help="zoo folder (default: $EVOLVE_ZOO_DIR or the cache)")
+    zoo_build.add_argument("--data-flow-pair", action="store_true",
+                           help="also build the data-flow pair (zoo:reader, zoo:adder; docs/zoo.md)")
     zoo_build.set_defaults(func=_cmd_zoo_build)
     return parser
 
