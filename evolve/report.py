@@ -23,7 +23,9 @@ from rich.console import Console
 from rich.table import Table
 
 from evolve.pareto import pareto_front
-from evolve.store import CandidateKind, CandidateRecord, EvaluationRecord, EvaluationStatus, RunStatus, Store
+from evolve.store import (
+    CandidateKind, CandidateRecord, EvaluationRecord, EvaluationStatus, Fidelity, RunStatus, Store,
+)
 from search_spaces.errors import UserError
 
 console = Console()
@@ -100,17 +102,21 @@ def runs_data(store: Store) -> list[dict[str, Any]]:
 
 def run_row(store: Store, run: Any, candidates: list[CandidateRecord] | None = None,
             evaluations: list[EvaluationRecord] | None = None) -> dict[str, Any]:
-    """`runs_data`'s row of one run (from already fetched candidates and evaluations, if given)."""
+    """`runs_data`'s row of one run (from already fetched candidates and evaluations of every
+    fidelity, if given). Budget used counts candidates with any complete evaluation; the best
+    is taken from full-fidelity results."""
     candidates = store.list_candidates(run.id) if candidates is None else candidates
-    evaluations = store.list_evaluations(run.id) if evaluations is None else evaluations
+    evaluations = store.list_evaluations(run.id, fidelity=None) if evaluations is None else evaluations
     searched = {c.id for c in candidates if c.kind == CandidateKind.SEARCH}
+    used = len({e.candidate_id for e in evaluations if e.status == EvaluationStatus.COMPLETE and e.candidate_id in searched})
+    evaluations = [e for e in evaluations if e.fidelity == Fidelity.FULL]
     complete = [e for e in evaluations if e.status == EvaluationStatus.COMPLETE]
     fitness = [e.fitness for e in complete if e.candidate_id in searched and _num(e.fitness) is not None]
     validation = [v for e in complete if _num(v := (e.scores or {}).get("validation")) is not None]
     budget = (run.config.get("budget") or {}).get("max_evaluations")
     return {"id": run.id, "name": run.name, "status": run.status.value,
             "created": _iso(run.created_at), "last_heartbeat": _iso(run.heartbeat_at),
-            "evaluations": len(evaluations), "budget_used": sum(1 for e in complete if e.candidate_id in searched),
+            "evaluations": len(evaluations), "budget_used": used,
             "budget": budget, "best_fitness": max(fitness) if fitness else None,
             "best_validation": max(validation) if validation else None}
 
@@ -144,15 +150,23 @@ def status_data(store: Store, run_id: str, candidates: list[CandidateRecord] | N
     """Progress of one run: done/budget, best so far, rate, ETA, failures and each worker's state.
 
     A worker is busy while it holds a RUNNING evaluation; it counts as ``merging`` until that
-    evaluation is older than the worker's median merge time, then ``evaluating``.
+    evaluation is older than the worker's median merge time, then ``evaluating`` (``evaluating
+    (low)`` at low fidelity). ``evaluations`` is every fidelity's rows (default: read them): a
+    candidate counts as done at its first complete evaluation, as the budget counts it, while
+    the best is taken from full-fidelity results only, as the leaderboard ranks.
     """
     run = store.get_run(run_id)
     kinds = {c.id: c.kind for c in (store.list_candidates(run_id) if candidates is None else candidates)}
-    evaluations = store.list_evaluations(run_id) if evaluations is None else evaluations
+    evaluations = store.list_evaluations(run_id, fidelity=None) if evaluations is None else evaluations
     searched = [e for e in evaluations if kinds.get(e.candidate_id) == CandidateKind.SEARCH]
-    done = [e for e in searched if e.status == EvaluationStatus.COMPLETE]
+    first_done: dict[str, EvaluationRecord] = {}
+    for e in sorted((e for e in searched if e.status == EvaluationStatus.COMPLETE),
+                    key=lambda e: e.finished_at or e.created_at):
+        first_done.setdefault(e.candidate_id, e)
+    done = list(first_done.values())
     failures = [e for e in evaluations if e.status in (EvaluationStatus.FAILED, EvaluationStatus.STALE)]
-    ranked = [e for e in done if _num((e.scores or {}).get("validation")) is not None]
+    ranked = [e for e in searched if e.status == EvaluationStatus.COMPLETE and e.fidelity == Fidelity.FULL
+              and _num((e.scores or {}).get("validation")) is not None]
     top = max(ranked, key=lambda e: e.scores["validation"], default=None)  # first of equals, as the leaderboard
     best = None if top is None else {"id": top.candidate_id, "fitness": top.scores["validation"]}
     budget = (run.config.get("budget") or {}).get("max_evaluations")
@@ -174,8 +188,10 @@ def status_data(store: Store, run_id: str, candidates: list[CandidateRecord] | N
         if running and run.status == RunStatus.RUNNING:
             current = running[-1]
             age = (now - (current.started_at or current.created_at)).total_seconds()
-            row.update(candidate=current.candidate_id, seconds=round(age, 1),
-                       state="merging" if age < _merge_estimate(evaluations, name) else "evaluating")
+            state = "merging" if age < _merge_estimate(evaluations, name) else "evaluating"
+            if state == "evaluating" and current.fidelity == Fidelity.LOW:
+                state = "evaluating (low)"
+            row.update(candidate=current.candidate_id, seconds=round(age, 1), state=state)
         workers.append(row)
     return {"run": run.id, "name": run.name, "status": run.status.value, "evaluations_done": len(done),
             "budget": budget, "best": best,

@@ -81,7 +81,7 @@ def run_view(store: Store, run_id: str) -> dict[str, Any]:
     run = store.get_run(run_id)
     listed = store.list_candidates(run_id)
     evaluations = store.list_evaluations(run_id)
-    status = status_data(store, run_id, listed, evaluations)
+    status = status_data(store, run_id, listed)  # every fidelity: workers scoring low are busy
     candidates = {c.id: c for c in listed}
     start = run.created_at
     searched = [c for c in candidates.values() if c.kind == CandidateKind.SEARCH]

@@ -120,6 +120,20 @@ def test_leaderboards_runs_and_export_rank_full_fidelity_results_only(finished, 
     assert main(["show", low_only.pop(), "--format", "json", "--store", url]) == 0
 
 
+def test_status_and_runs_count_every_told_candidate_and_rank_full_results(finished):
+    """The budget counts candidates told (low-only ones included); the best is a full result."""
+    from evolve.report import run_row, status_data
+
+    url, outcome = finished
+    store = Store(url)
+    told = {e.candidate_id for e in store.list_evaluations(outcome.run_id, fidelity=None)}
+    told &= {c.id for c in store.list_candidates(outcome.run_id, kind="search")}
+    status = status_data(store, outcome.run_id)
+    assert status["evaluations_done"] == len(told) == 24 > outcome.stats.promoted
+    assert status["best"]["fitness"] == outcome.stats.best_fitness
+    assert run_row(store, store.get_run(outcome.run_id))["budget_used"] == 24
+
+
 def test_replay_rebuilds_the_strategy_exactly(local_ray, family, tmp_path):
     from evolve.loop import SearchLoop
     from evolve.pool import WorkerPool
