@@ -189,6 +189,7 @@ def main() -> None:
     args = parser.parse_args()
     methods = {"ties-like": TIES_LIKE, "all": tuple(RECIPES)}.get(args.methods) or tuple(args.methods.split(","))
     paths = make_family(args.dir / f"family-{args.layers}", args.layers)
+    os.sync()  # a family just generated must not be flushing to disk while we time
     work = args.dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)

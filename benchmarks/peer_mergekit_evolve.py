@@ -195,16 +195,17 @@ def zoo_layers(zoo: Path) -> int:
     return json.loads((zoo / "models" / "base" / "config.json").read_text())["num_hidden_layers"]
 
 
-def run_ours(store, base, seed: int, budget: int, workers: int, seeds: str = "auto") -> dict:
+def run_ours(store, base, seed: int, budget: int, workers: int, seeds: str | list = "auto", tag: str = "") -> dict:
     """One search of ours, as benchmarks/search_efficiency.py runs it, with test scores kept.
 
-    ``seeds="none"`` drops the initial genomes (`evolve.seeds`: the parents, mergekit-evolve's
-    x0, all weights 1) that CMA-ES evaluates first by default, to show what they contribute."""
+    ``seeds`` replaces ``strategy.seeds``: ``"none"`` drops the initial genomes CMA-ES
+    evaluates first by default (`evolve.seeds`: the parents, mergekit-evolve's x0, all
+    weights 1); a one-recipe list starts CMA-ES from that recipe."""
     from evolve import runner
     from evolve.preflight import check_run
 
     config = base.model_validate({
-        **base.model_dump(), "name": f"peer-bench-ours-{seeds}-{seed}",
+        **base.model_dump(), "name": f"peer-bench-ours{tag}-{seed}",
         "strategy": {**base.strategy.model_dump(), "seed": seed, "seeds": seeds},
         "budget": {"max_evaluations": budget},
         "evaluation": {**base.evaluation.model_dump(), "report_test": True},
@@ -218,6 +219,16 @@ def run_ours(store, base, seed: int, budget: int, workers: int, seeds: str = "au
                   key=lambda e: e.finished_at)
     return {"seed": seed, "seconds": seconds, "run": outcome.run_id, "evaluations": [
         {"fitness": e.fitness if e.fitness is not None else float("-inf"), "test": e.scores.get("test")} for e in done]}
+
+
+def peer_x0(config, zoo: Path) -> dict:
+    """mergekit-evolve's initial genotype as a recipe of ours: every weight 1/N."""
+    n = len(config.models.sources)
+    return {"merge_method": config.space.merge_method,
+            "base_model": str(zoo / "models" / config.models.base.removeprefix("zoo:")),
+            "models": [{"model": str(zoo / "models" / m.removeprefix("zoo:")), "parameters": {"weight": 1 / n}}
+                       for m in config.models.sources],
+            "parameters": dict(config.space.parameters)}
 
 
 def checkpoints(budget: int) -> list[int]:
@@ -253,8 +264,9 @@ def main() -> None:
                                                      "(default: the lower of the two tools' mean final best)")
     parser.add_argument("--venv", type=Path, default=CACHE / "peer-venv")
     parser.add_argument("--tools", nargs="+", default=["evolve", "mergekit-evolve"],
-                        choices=["evolve", "evolve-noseeds", "mergekit-evolve"],
-                        help="evolve-noseeds: ours with strategy.seeds: none")
+                        choices=["evolve", "evolve-noseeds", "evolve-peerstart", "mergekit-evolve"],
+                        help="evolve-noseeds: ours with strategy.seeds: none; evolve-peerstart: ours started "
+                             "from mergekit-evolve's x0 (every weight 1/N) as its only seed")
     parser.add_argument("--name", default="peer_mergekit_evolve", help="stem of the JSON and PNG files")
     parser.add_argument("--work", type=Path, default=Path("out") / "peer_mergekit_evolve")
     parser.add_argument("--out", type=Path, default=Path("benchmarks") / "results")
@@ -276,8 +288,8 @@ def main() -> None:
     for seed in args.seeds:
         for tool in args.tools:
             if tool.startswith("evolve"):
-                run = run_ours(store, base, seed, args.evaluations, args.workers,
-                               seeds="none" if tool == "evolve-noseeds" else "auto")
+                seeds = {"evolve": "auto", "evolve-noseeds": "none", "evolve-peerstart": [peer_x0(base, zoo)]}[tool]
+                run = run_ours(store, base, seed, args.evaluations, args.workers, seeds=seeds, tag=tool[6:])
             else:
                 run = run_peer(python, base, zoo, seed, args.evaluations, args.workers, args.work)
                 picks = sorted({best_at(run["evaluations"], k) for k in marks})
