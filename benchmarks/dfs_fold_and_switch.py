@@ -47,11 +47,11 @@ def main() -> None:
     from workers.data_flow import DataFlowSources, padded_reference, write_path_model
     from workers.resident import ResidentSources
     from workers.zoo import build_zoo
-    from workers.zoo.data_flow_pair import DESIGNED_PATH, build_pair
+    from workers.zoo.data_flow_pair import DATA_FLOW_PAIR, DESIGNED_PATH
     from workers.zoo.evaluate import load_model
 
     zoo = build_zoo()
-    pair = {k: str(v) for k, v in build_pair(zoo.root).items()}
+    pair = {k: str(v) for k, v in DATA_FLOW_PAIR.build(zoo.root).items()}
     reader, adder = pair["reader"], pair["adder"]
     models = {p: load_model(p) for p in (reader, adder)}
     depth = {reader: 5, adder: 4}

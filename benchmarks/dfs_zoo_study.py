@@ -89,7 +89,7 @@ def design_phases(design: str, exclude, scale: float):
                 P("reader.read", CIPHER_MIX, 300, 1e-3, SEED + 5,
                   trainable=lambda n: ".layers." in n or "embed_tokens" in n, embedding_rows=kana_rows),
             ],
-            "adder": [pair["adder"]],
+            "adder": pair["adder"],
         }
     if design == "prefix":
         # The reader's skill lives in one block (layer 0), not in the embeddings (the kana rows
@@ -106,7 +106,7 @@ def design_phases(design: str, exclude, scale: float):
         # Stacking: the reader is the base with one extra block *in front* (5 layers; only that
         # block trains, from an exact identity), so its skill is "turn kana into what the
         # base's first block expects". This design became the zoo's data-flow pair.
-        return {"reader": [pair["reader"]], "adder": [pair["adder"]]}
+        return pair
     raise SystemExit(f"unknown design {design!r}")
 
 

@@ -163,10 +163,11 @@ def _cmd_zoo_build(args: argparse.Namespace) -> int:
 
     zoo = build_zoo(args.dir, progress=True)
     names = list(zoo.models)
-    if args.data_flow_pair:
-        from workers.zoo.data_flow_pair import build_pair
+    if args.all:
+        from workers.zoo.catalog import DERIVED
 
-        names += list(build_pair(zoo.root, progress=True))
+        for build in DERIVED:
+            names += list(build.build(zoo.root, progress=True))
     console.print(f"zoo ready in {zoo.root}: {', '.join(names)}")
     return 0
 
@@ -268,8 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
     zoo_build = zoo_sub.add_parser("build", help="build (or find cached) the zoo")
     zoo_build.add_argument("--dir", type=Path, default=None, help="zoo folder (default: $EVOLVE_ZOO_DIR or the cache)")
-    zoo_build.add_argument("--data-flow-pair", action="store_true",
-                           help="also build the data-flow pair (zoo:reader, zoo:adder; docs/zoo.md)")
+    zoo_build.add_argument("--all", action="store_true",
+                           help="also build the derived pairs (zoo:reader, zoo:adder, zoo:kind_reader, "
+                                "zoo:kind_adder; docs/zoo.md); otherwise a run builds them when it names them")
     zoo_build.set_defaults(func=_cmd_zoo_build)
     return parser
 

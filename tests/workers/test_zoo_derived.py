@@ -1,5 +1,6 @@
-"""The zoo's data-flow pair: structure of a tiny build, the catalog of zoo: names, and (slow)
-on the real build, the stacked path beating both parents and parameter-space merges."""
+"""The zoo's derived builds (the data-flow pair, the kind pair): structure of tiny builds, the
+catalog of zoo: names, and (slow) on the real data-flow pair, the stacked path beating both
+parents and parameter-space merges."""
 
 from __future__ import annotations
 
@@ -9,15 +10,25 @@ from safetensors.torch import load_file
 
 from workers.zoo import build_zoo
 from workers.zoo.catalog import ZOO_MODEL_NAMES, model_depth, model_dir, models_built
-from workers.zoo.data_flow_pair import DESIGNED_PATH, PAIR_NAMES, build_pair, is_pair_built, pair_dir
+from workers.zoo.data_flow_pair import DATA_FLOW_PAIR, DESIGNED_PATH
+from workers.zoo.kind_pair import KIND_PAIR
 
 TINY_SCALE = 0.005
 
 
 @pytest.fixture(scope="module")
-def tiny_pair(tmp_path_factory):
-    zoo = build_zoo(tmp_path_factory.mktemp("zoo") / "zoo-v1", progress=False, train_scale=TINY_SCALE)
-    return zoo, build_pair(zoo.root, progress=False, train_scale=TINY_SCALE)
+def tiny_zoo(tmp_path_factory):
+    return build_zoo(tmp_path_factory.mktemp("zoo") / "zoo-v1", progress=False, train_scale=TINY_SCALE)
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tiny_zoo):
+    return tiny_zoo, DATA_FLOW_PAIR.build(tiny_zoo.root, progress=False, train_scale=TINY_SCALE)
+
+
+@pytest.fixture(scope="module")
+def tiny_kind(tiny_zoo):
+    return tiny_zoo, KIND_PAIR.build(tiny_zoo.root, progress=False, train_scale=TINY_SCALE)
 
 
 def _state(path):
@@ -27,7 +38,7 @@ def _state(path):
 def test_reader_is_the_base_with_one_block_in_front(tiny_pair):
     zoo, pair = tiny_pair
     base, reader, adder = _state(zoo.base), _state(pair["reader"]), _state(pair["adder"])
-    assert set(pair) == set(PAIR_NAMES) and pair["reader"].parent.parent == pair_dir(zoo.root)
+    assert set(pair) == {"reader", "adder"} and pair["reader"].parent.parent == DATA_FLOW_PAIR.directory(zoo.root)
     for name, tensor in base.items():  # the reader's layers 1..4 are the base's 0..3, bit for bit
         if ".layers." in name:
             head, rest = name.split(".layers.")
@@ -40,24 +51,43 @@ def test_reader_is_the_base_with_one_block_in_front(tiny_pair):
     front = {n: t for n, t in reader.items() if ".layers.0." in n}
     assert front and not torch.equal(front["model.layers.0.self_attn.o_proj.weight"],
                                      torch.zeros_like(front["model.layers.0.self_attn.o_proj.weight"]))
-    assert not is_pair_built(zoo.root)  # a tiny build writes no marker: it is never "the" pair
+    assert not DATA_FLOW_PAIR.is_built(zoo.root)  # a tiny build writes no marker: it is never "the" pair
 
 
-def test_pair_models_load_in_transformers(tiny_pair):
+def test_kind_pair_moves_embeddings_and_blocks_only(tiny_kind):
+    """Each kind expert moves its kana rows and its blocks (each a skill and a conflict); the
+    head never moves, and the adder's norms may (its addition phase trains them)."""
+    from workers.zoo.tokenizer import KANA, vocabulary
+
+    zoo, pair = tiny_kind
+    base = _state(zoo.base)
+    kana = [vocabulary()[c] for c in KANA]
+    others = [i for i in range(base["model.embed_tokens.weight"].shape[0]) if i not in kana]
+    for name, path in pair.items():
+        state = _state(path)
+        emb, base_emb = state["model.embed_tokens.weight"], base["model.embed_tokens.weight"]
+        assert torch.equal(emb[others], base_emb[others]) and not torch.equal(emb[kana], base_emb[kana]), name
+        assert torch.equal(state["lm_head.weight"], base["lm_head.weight"]), name
+        assert not torch.equal(state["model.layers.1.mlp.down_proj.weight"], base["model.layers.1.mlp.down_proj.weight"])
+    assert (zoo.root / "kind-v1" / "kind.json").is_file() and not KIND_PAIR.is_built(zoo.root)
+
+
+def test_pair_models_load_in_transformers(tiny_pair, tiny_kind):
     from transformers import AutoModelForCausalLM
 
-    _, pair = tiny_pair
-    for name, path in pair.items():
+    for name, path in {**tiny_pair[1], **tiny_kind[1]}.items():
         model = AutoModelForCausalLM.from_pretrained(path)
         assert model.config.num_hidden_layers == model_depth(name)
         assert torch.isfinite(model(torch.tensor([[1, 5, 6]])).logits).all()
 
 
 def test_catalog_names_every_zoo_model(tmp_path):
-    assert ZOO_MODEL_NAMES == ("base", "arith", "cipher", "distractor", "reader", "adder")
+    assert ZOO_MODEL_NAMES == ("base", "arith", "cipher", "distractor", "reader", "adder", "kind_reader",
+                               "kind_adder")
     assert model_dir("arith", tmp_path) == tmp_path.absolute() / "models" / "arith"
-    assert model_dir("reader", tmp_path) == pair_dir(tmp_path.absolute()) / "models" / "reader"
-    assert (model_depth("reader"), model_depth("adder"), model_depth("base")) == (5, 4, 4)
+    assert model_dir("reader", tmp_path) == tmp_path.absolute() / "dfs-v1" / "models" / "reader"
+    assert model_dir("kind_adder", tmp_path) == tmp_path.absolute() / "kind-v1" / "models" / "kind_adder"
+    assert [model_depth(n) for n in ("reader", "adder", "base", "kind_reader")] == [5, 4, 4, 4]
     assert not models_built(["base"], tmp_path) and not models_built(["reader"], tmp_path)
     with pytest.raises(KeyError):
         model_dir("nope", tmp_path)
@@ -75,8 +105,8 @@ def test_stacked_path_beats_parents_and_merges(tmp_path):
     from workers.zoo.train import greedy_accuracy
 
     zoo = build_zoo(progress=False)
-    pair = build_pair(zoo.root, progress=False)
-    assert is_pair_built(zoo.root)
+    pair = DATA_FLOW_PAIR.build(zoo.root, progress=False)
+    assert DATA_FLOW_PAIR.is_built(zoo.root)
     target = D.all_splits()["zoo_target"]["validation"][:64]
     parents = {n: greedy_accuracy(load_model(p), target) for n, p in pair.items()}
     assert max(parents.values()) <= 0.1, parents
