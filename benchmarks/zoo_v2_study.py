@@ -37,32 +37,20 @@ import torch
 
 from workers.merge_methods.task_arithmetic import task_arithmetic as ta_kernel
 from workers.zoo import data as D
+from workers.zoo import kind_pair
+from workers.zoo.kind_pair import read_kana_plus1
 from workers.zoo.build import Zoo, default_zoo_dir
 from workers.zoo.merge import tensor_kind
-from workers.zoo.tokenizer import DIGITS, KANA, LOWER, build_tokenizer, vocabulary
+from workers.zoo.tokenizer import LOWER, build_tokenizer
 from workers.zoo.train import Phase, greedy_accuracy, train
 
 SEED = 7070
 BASE_MIX = [(D.copy_digits, 0.35), (D.copy_letters, 0.25), (D.add_single, 0.4)]
 REPLAY = [(g, w * 0.2) for g, w in BASE_MIX]
 READ_MIX = [(D.read_kana_short, 0.5), (D.read_mixed, 0.5)]
-CIPHER_MIX = [(D.read_kana_short, 0.3), (D.read_mixed, 0.3), (D.add_single_kana, 0.2), (D.add_single_mixed, 0.2)]
-PLUS1 = str.maketrans(DIGITS, DIGITS[1:] + DIGITS[0])
 
 
 # --- conflicting secondary skills (new generators, study-only) ------------------------------
-def read_kana_plus1(rng: random.Random) -> D.Example:
-    """Read a kana numeral as the *next* digit (a conflicting meaning for the kana tokens)."""
-    s = "".join(rng.choice(DIGITS) for _ in range(rng.randint(1, 6)))
-    return f"C:{D.kana(s)}=", s.translate(PLUS1)
-
-
-def plus_is_difference(rng: random.Random) -> D.Example:
-    """'+' read as the absolute difference (a conflicting meaning for addition prompts)."""
-    a, b = rng.randint(0, 99), rng.randint(0, 99)
-    return f"{a}+{b}=", str(abs(a - b))
-
-
 def shift_letters_2(rng: random.Random) -> D.Example:
     """Shift every letter by two (conflicts with the shift-by-one skill)."""
     s = "".join(rng.choice(LOWER) for _ in range(rng.randint(2, 5)))
@@ -76,7 +64,6 @@ def layers(*ks):
 
 def design_phases(design: str, exclude, scale: float):
     """{expert: [Phase, ...]}; each expert starts from zoo v1's base and runs its phases in order."""
-    kana_rows = [vocabulary()[c] for c in KANA]
 
     def P(name, mix, steps, lr, seed, **kw):
         steps = max(1, round(steps * scale))
@@ -102,23 +89,11 @@ def design_phases(design: str, exclude, scale: float):
         }
     if design == "kind":
         # Target: zoo_target (two-digit addition posed in kana). X reads kana through its ten
-        # kana embedding rows (zoo v1's cipher recipe), and its secondary skill ('+' means the
-        # difference) moves every block; Y adds with its blocks (zoo v1's arith recipe, shorter),
-        # and its secondary skill (kana = next digit) moves the kana rows.
-        return {
-            "X": [
-                P("X.read@embed", CIPHER_MIX, 300, 3e-3, SEED + 5, trainable=lambda n: "embed_tokens" in n,
-                  embedding_rows=kana_rows),
-                P("X.conflict@blocks", [(plus_is_difference, 0.6), *CIPHER_MIX], 250, 3e-3, SEED + 6,
-                  trainable=lambda n: ".layers." in n),
-            ],
-            "Y": [
-                P("Y.add@blocks", [(D.add_any, 0.8), *REPLAY], 700, 3e-3, SEED + 7,
-                  trainable=lambda n: ".layers." in n or "norm" in n, embedding_noise=0.7),
-                P("Y.conflict@embed", [(read_kana_plus1, 1.0)], 200, 3e-3, SEED + 8,
-                  trainable=lambda n: "embed_tokens" in n, embedding_rows=kana_rows),
-            ],
-        }
+        # kana embedding rows, and its secondary skill ('+' means the difference) moves every
+        # block; Y adds with its blocks, and its secondary skill (kana = next digit) moves the
+        # kana rows. This design became the zoo's kind pair (workers/zoo/kind_pair.py).
+        pair = kind_pair.phases(exclude, scale)
+        return {"X": pair["kind_reader"], "Y": pair["kind_adder"]}
     if design == "depth2":
         # The depth design with two changes for the hand-over between Y's layers 0-1 and X's
         # layers 2-3: X's shift phase sees noisy input embeddings (as zoo v1's arith does), and
