@@ -63,7 +63,10 @@ def resolve_seeds(space: Any, spec: str | Sequence[Mapping[str, Any]] | None) ->
     if spec == "auto":
         if isinstance(space, ParameterSpace):
             return auto_seeds(space)
-        return _path_seeds(space)
+        if hasattr(space, "naive_paths"):  # a data-flow space
+            return _path_seeds(space)
+        start = getattr(space, "start_genome", None)  # any other space: its own start, if it has one
+        return () if start is None else (Seed("start", tuple(float(v) for v in start())),)
     if isinstance(spec, str) or not isinstance(spec, Sequence):
         raise UserError(f"strategy.seeds: must be auto, none or a list of recipes, got {spec!r}")
     out = []
