@@ -152,7 +152,7 @@ def build_pair(design: str, base_dir: Path, out: Path, scale: float, log) -> dic
 def state(path: Path):
     from safetensors.torch import load_file
 
-    return load_file(str(path / "model.safetensors"))
+    return load_file(str(Path(path) / "model.safetensors"))
 
 
 class Scorer:

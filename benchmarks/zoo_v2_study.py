@@ -36,12 +36,13 @@ from pathlib import Path
 import torch
 
 from workers.merge_methods.task_arithmetic import task_arithmetic as ta_kernel
+from dfs_zoo_study import load, save, state  # the sibling study's model I/O (benchmarks/ is on sys.path)
 from workers.zoo import data as D
 from workers.zoo import kind_pair
 from workers.zoo.kind_pair import read_kana_plus1
 from workers.zoo.build import Zoo, default_zoo_dir
 from workers.zoo.merge import tensor_kind
-from workers.zoo.tokenizer import LOWER, build_tokenizer
+from workers.zoo.tokenizer import LOWER
 from workers.zoo.train import Phase, greedy_accuracy, train
 
 SEED = 7070
@@ -105,29 +106,6 @@ def design_phases(design: str, exclude, scale: float):
                        trainable=layers(0, 1))
         return ph
     raise SystemExit(f"unknown design {design!r}")
-
-
-def load(path):
-    from transformers import AutoModelForCausalLM
-
-    m = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
-    m.eval()
-    return m
-
-
-def save(model, path: Path):
-    from workers.zoo.tokenizer import save_tokenizer
-
-    path.mkdir(parents=True, exist_ok=True)
-    model.generation_config.do_sample = False
-    model.save_pretrained(path, safe_serialization=True)
-    save_tokenizer(build_tokenizer(), path)
-
-
-def state(path: Path):
-    from safetensors.torch import load_file
-
-    return load_file(str(Path(path) / "model.safetensors"))
 
 
 def build_pair(design, base_dir, out: Path, scale, log, only=None):
