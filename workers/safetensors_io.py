@@ -55,6 +55,13 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     for name, entry in header.items():
         begin, end = entry["data_offsets"]
         infos[name] = TensorInfo(path, DTYPES[entry["dtype"]], tuple(entry["shape"]), data_start + begin, end - begin)
+    # A truncated file (an interrupted download or copy) is refused here, from its size alone,
+    # so pre-flight catches it before any worker starts to read it.
+    needed = max((i.start + i.nbytes for i in infos.values()), default=data_start)
+    actual = path.stat().st_size
+    if actual < needed:
+        raise ValueError(f"truncated: its header describes {needed} bytes, the file has {actual} "
+                         "(an interrupted download or copy?)")
     return infos, metadata
 
 

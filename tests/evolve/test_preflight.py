@@ -77,6 +77,24 @@ def test_mistakes_are_refused_in_one_line_before_anything_runs(case, family, tas
     assert not ray.is_initialized()
 
 
+def test_a_truncated_checkpoint_is_refused_before_any_worker_reads_it(family, tasks_dir, tmp_path, capsys):
+    """An interrupted download or copy: the header is whole, the tensor bytes are not."""
+    import shutil
+    import struct
+
+    broken = tmp_path / "broken"
+    shutil.copytree(family[1], broken)
+    shard = next(broken.glob("*.safetensors"))
+    data = shard.read_bytes()
+    shard.write_bytes(data[: 8 + struct.unpack("<Q", data[:8])[0] + 100])
+    code, err, db = run_cli(tmp_path, edit(good_config(family, tasks_dir), "models.sources.0", str(broken)),
+                            capsys=capsys)
+    assert code == 2 and len(err) == 1, err
+    assert re.search(rf"models: {re.escape(str(shard))}: .*truncated: its header describes \d+ bytes, the file "
+                     r"has \d+", err[0]), err[0]
+    assert not db.exists() and not ray.is_initialized()
+
+
 def test_an_unknown_field_names_its_line(family, tasks_dir, tmp_path, capsys):
     text = yaml.safe_dump(good_config(family, tasks_dir), sort_keys=False) + "resorces: {workers: 2}\n"
     code, err, db = run_cli(tmp_path, text, capsys=capsys)

@@ -67,7 +67,9 @@ def test_dtype_setting_casts_the_output(family, tmp_path):
     assert json.loads((out / "config.json").read_text())["torch_dtype"] == "bfloat16"
 
 
-def test_failure_mid_merge_leaves_nothing_behind(family, tmp_path):
+def test_a_truncated_source_is_refused_before_anything_is_written(family, tmp_path):
+    from workers.checkpoint import CheckpointError
+
     broken = tmp_path / "broken"
     shutil.copytree(family[2], broken)
     weights = broken / "model.safetensors"
@@ -75,9 +77,26 @@ def test_failure_mid_merge_leaves_nothing_behind(family, tmp_path):
     recipe = Recipe.from_dict({"merge_method": "linear", "models": [
         {"model": str(family[1]), "parameters": {"weight": 1.0}},
         {"model": str(broken), "parameters": {"weight": 1.0}}]})
-    with pytest.raises(OSError, match="truncated"):
+    with pytest.raises(CheckpointError, match="truncated"):
         merge_to_disk(recipe, tmp_path / "out", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken"]
+
+
+def test_failure_mid_merge_leaves_nothing_behind(family, tmp_path, monkeypatch):
+    from workers.safetensors_io import TensorReader
+
+    read, calls = TensorReader.read, []
+
+    def failing_read(self, name):  # a disk error after some tensors were merged and written
+        calls.append(name)
+        if len(calls) > 5:
+            raise OSError(f"injected read error at '{name}'")
+        return read(self, name)
+
+    monkeypatch.setattr(TensorReader, "read", failing_read)
+    with pytest.raises(OSError, match="injected read error"):
+        merge_to_disk(linear_recipe(family), tmp_path / "out", progress=False)
+    assert len(calls) > 5 and list(tmp_path.iterdir()) == []
 
 
 def test_existing_output_is_never_overwritten_without_force(family, tmp_path):
