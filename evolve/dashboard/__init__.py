@@ -1,9 +1,10 @@
 """`evolve dashboard`: a read-only FastAPI web view of the store.
 
-Pages: runs (``/``), a run (``/runs/ID``: best-so-far curves, every candidate, parallel
-coordinates over the genome, parameter importance, per-task table, worker timeline, live
-while the run goes), a candidate (``/candidates/ID``: recipe heatmap, per-sample results,
-lineage) and a comparison (``/compare?a=ID&b=ID``); the same data as JSON under ``/api/``.
+Pages: runs (``/``), a run (``/runs/ID``: best-so-far curves, every candidate (low-fidelity
+results drawn apart), parallel coordinates over the genome, parameter importance, a Pareto
+front of two objectives for a run with several tasks (``?x=TASK&y=TASK``), per-task table,
+worker timeline, live while the run goes), a candidate (``/candidates/ID``: recipe heatmap,
+per-sample results, lineage) and a comparison (``/compare?a=ID&b=ID``); the same data as JSON under ``/api/``.
 
 Security: it binds 127.0.0.1 by default; on any other host it refuses to start without a
 token (``--token`` or ``$EVOLVE_DASHBOARD_TOKEN``), which every request must then carry
@@ -75,6 +76,12 @@ def create_app(store_url: str, token: str | None = None, poll_seconds: float = 2
             return JSONResponse({"error": str(exc)}, status_code=404)
         return HTMLResponse(pages.error_page(404, str(exc)), status_code=404)
 
+    @app.exception_handler(UserError)
+    async def bad_request(request: Request, exc: UserError) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return HTMLResponse(pages.error_page(400, str(exc)), status_code=400)
+
     @app.get("/static/plotly.min.js")
     def plotly_asset() -> FileResponse:
         return FileResponse(script, media_type="application/javascript")
@@ -91,9 +98,12 @@ def create_app(store_url: str, token: str | None = None, poll_seconds: float = 2
     def runs_page() -> str:
         return pages.runs_page(views.runs(), poll_seconds)
 
+    def run_view(run_id: str, x: str | None, y: str | None) -> dict[str, Any]:
+        return {**views.run_view(run_id), "pareto": views.front(run_id, x, y)}
+
     @app.get("/runs/{run_id}", response_class=HTMLResponse)
-    def run_page(run_id: str) -> str:
-        return pages.run_page(views.run_view(run_id), poll_seconds)
+    def run_page(run_id: str, x: str | None = None, y: str | None = None) -> str:
+        return pages.run_page(run_view(run_id, x, y), poll_seconds)
 
     @app.get("/candidates/{candidate_id}", response_class=HTMLResponse)
     def candidate_page(candidate_id: str) -> str:
@@ -108,8 +118,8 @@ def create_app(store_url: str, token: str | None = None, poll_seconds: float = 2
         return views.runs()
 
     @app.get("/api/runs/{run_id}")
-    def api_run(run_id: str) -> dict[str, Any]:
-        return views.run_view(run_id)
+    def api_run(run_id: str, x: str | None = None, y: str | None = None) -> dict[str, Any]:
+        return run_view(run_id, x, y)
 
     @app.get("/api/candidates/{candidate_id}")
     def api_candidate(candidate_id: str) -> dict[str, Any]:

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from evolve.dashboard.front import front_view
 from evolve.report import SPLITS, candidate_data, compare_data, run_row, runs_data, status_data, task_scores
-from evolve.store import CandidateKind, EvaluationStatus, RunStatus, Store
+from evolve.store import CandidateKind, EvaluationStatus, Fidelity, RunStatus, Store
 from search_spaces.parameter_space import ParameterSpace
 
 TIMELINE_LIMIT = 2000  # most recent evaluations drawn on the worker timeline
@@ -77,15 +78,22 @@ def _columns(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, lis
 
 
 def run_view(store: Store, run_id: str) -> dict[str, Any]:
-    """Everything the run page draws: progress, history, scatter, coordinates, importance, tasks, timeline."""
+    """Everything the run page draws: progress, history, scatter, coordinates, importance, tasks, timeline.
+
+    Evaluations of every fidelity are read (workers scoring low are busy, and a candidate with
+    only a low-fidelity result is drawn as one, not as pending), but only full-fidelity results
+    make the history, importance and per-task table, as they make the leaderboard.
+    """
     run = store.get_run(run_id)
     listed = store.list_candidates(run_id)
-    evaluations = store.list_evaluations(run_id)
-    status = status_data(store, run_id, listed)  # every fidelity: workers scoring low are busy
+    evaluations = store.list_evaluations(run_id, fidelity=None)
+    status = status_data(store, run_id, listed, evaluations)
     candidates = {c.id: c for c in listed}
     start = run.created_at
     searched = [c for c in candidates.values() if c.kind == CandidateKind.SEARCH]
-    complete = {e.candidate_id: e for e in evaluations if e.status == EvaluationStatus.COMPLETE}
+    finished = [e for e in evaluations if e.status == EvaluationStatus.COMPLETE]
+    complete = {e.candidate_id: e for e in finished if e.fidelity == Fidelity.FULL}
+    low = {e.candidate_id: e for e in finished if e.fidelity == Fidelity.LOW and e.candidate_id not in complete}
 
     done = sorted((e for e in complete.values() if candidates[e.candidate_id].kind == CandidateKind.SEARCH),
                   key=lambda e: (e.finished_at or e.created_at, e.id))
@@ -98,10 +106,17 @@ def run_view(store: Store, run_id: str) -> dict[str, Any]:
                         "best": None if best == -math.inf else _r(best)})
 
     failed = {e.candidate_id for e in evaluations if e.status == EvaluationStatus.FAILED}
+    result = {**low, **complete}
     scatter = [{"id": c.id, "number": c.number, "generation": c.generation,
-                "fitness": _r(_finite(complete[c.id].fitness)) if c.id in complete else None,
-                "state": "complete" if c.id in complete else "failed" if c.id in failed else "pending"}
+                "fitness": _r(_finite(result[c.id].fitness)) if c.id in result else None,
+                "state": "complete" if c.id in complete else "low" if c.id in low else
+                         "failed" if c.id in failed else "pending"}
                for c in searched]
+    fidelity = None
+    if settings := run.config.get("fidelity"):  # a multi-fidelity run: how many stopped low, how many went on
+        scored_low = {e.candidate_id for e in finished if e.fidelity == Fidelity.LOW}
+        fidelity = {"low_limit": settings.get("low_limit"), "low_only": len(low),
+                    "promoted": sum(1 for c in searched if c.id in complete and c.id in scored_low)}
 
     dimension = max((len(c.genome) for c in searched), default=0)
     coords = coordinates_of(run.config, dimension)
@@ -157,7 +172,7 @@ def run_view(store: Store, run_id: str) -> dict[str, Any]:
     return {"run": {"id": run.id, "name": run.name, "status": run.status.value, "created": run.created_at.isoformat(),
                     "strategy": (run.config.get("strategy") or {}).get("name"),
                     "method": (run.config.get("space") or {}).get("merge_method")},
-            "status": status, "history": _columns(history, ("n", "t", "fitness", "best")),
+            "status": status, "fidelity": fidelity, "history": _columns(history, ("n", "t", "fitness", "best")),
             "scatter": _columns(scatter, ("id", "number", "generation", "fitness", "state")),
             "coordinates": per_coordinate,
             "parallel": {"values": [[float(f"{v:.4g}") for v in col] for col in values[shown].T.tolist()],
@@ -219,6 +234,9 @@ class ViewCache:
 
     def run_view(self, run_id: str) -> dict[str, Any]:
         return self.get("run", run_id, lambda: run_view(self.store, run_id))
+
+    def front(self, run_id: str, x: str | None, y: str | None) -> dict[str, Any] | None:
+        return self.get(f"front {x!r} {y!r}", run_id, lambda: front_view(self.store, run_id, x, y))
 
     def runs(self) -> list[dict[str, Any]]:
         return [self.get("row", run.id, lambda run=run: run_row(self.store, run)) for run in self.store.list_runs()]

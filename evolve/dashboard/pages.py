@@ -50,15 +50,18 @@ def runs_page(rows: list[dict[str, Any]], poll: float) -> str:
 
 
 def run_page(view: dict[str, Any], poll: float) -> str:
-    run, st = view["run"], view["status"]
+    """The run page; ``view`` is `run_view`'s data plus ``pareto`` (`front_view`'s, or None)."""
+    run, st, fid = view["run"], view["status"], view["fidelity"]
     best = st["best"]
+    fidelity = "" if fid is None else (f'<span id="fidelity">low fidelity only <b id="low-only">{fid["low_only"]}</b>'
+                                       f' · promoted <b id="promoted">{fid["promoted"]}</b></span>')
     body = f"""<h1>Run <span id="run-id">{escape(run["id"])}</span> · {escape(run["name"])}</h1>
 <div class="kpi"><span>status <b id="status">{st["status"]}</b></span>
 <span>evaluations <b id="done">{st["evaluations_done"]}</b>/<b id="budget">{st["budget"] or "∞"}</b></span>
 <span>best <b id="best">{_f(best["fitness"], 4) if best else "—"}</b>
 <a id="best-link" href="{'/candidates/' + best['id'] if best else '#'}">{best["id"] if best else ""}</a></span>
 <span>failures <b id="failures">{st["failures"]}</b></span>
-<span>rate <b id="rate">{_f(st["evaluations_per_hour"], 0)}</b>/h</span>
+<span>rate <b id="rate">{_f(st["evaluations_per_hour"], 0)}</b>/h</span>{fidelity}
 <span>strategy {escape(str(run["strategy"]))} · {escape(str(run["method"]))}</span></div>
 <h2>Workers</h2><table id="workers"><tr><th class="l">worker</th><th class="l">state</th><th class="l">candidate</th>
 <th>done</th></tr>{"".join(_worker_row(w) for w in st["workers"])}</table>
@@ -67,6 +70,9 @@ def run_page(view: dict[str, Any], poll: float) -> str:
 <div class="card"><div id="history-t" class="chart"></div></div>
 <div class="card"><div id="scatter" class="chart"></div></div>
 <div class="card"><div id="importance" class="chart"></div></div></div>
+<div id="pareto-section" class="card"{"" if view["pareto"] else " hidden"}><form id="pareto-form">objectives
+<select name="x" id="pareto-x"></select> × <select name="y" id="pareto-y"></select> <button>plot</button></form>
+<div id="pareto" class="chart"></div><table id="front-table"></table></div>
 <div class="card"><div id="parallel" class="chart"></div></div>
 <div class="card"><div id="timeline" class="chart"></div></div>
 <h2>Per-task scores (references, then the best 25)</h2><div id="tasks">{tasks_table(view["tasks"])}</div>
@@ -204,11 +210,19 @@ function drawRun(d) {
                       {x: h[x], y: h.best, mode: "lines", name: "best so far", line: {shape: "hv", color: "#d32f2f"}}];
   Plotly.react("history-n", line("n"), L("best so far vs evaluations", {xaxis: {title: {text: "evaluations"}}}), CFG);
   Plotly.react("history-t", line("t"), L("best so far vs time", {xaxis: {title: {text: "seconds since start"}}}), CFG);
-  const sc = d.scatter, keep = sc.fitness.map((f, i) => f !== null ? i : -1).filter(i => i >= 0);
-  const pick = a => keep.map(i => a[i]);
-  Plotly.react("scatter", [{type: "scattergl", mode: "markers", x: pick(sc.number), y: pick(sc.fitness),
-    text: pick(sc.id), marker: {size: 5, color: pick(sc.generation), colorscale: "Viridis", showscale: true,
-    colorbar: {title: {text: "gen"}}}}], L("every candidate (fitness vs ask order)", {xaxis: {title: {text: "candidate #"}}}), CFG);
+  const sc = d.scatter;
+  const pick = (state, a) => a.filter((_, i) => sc.state[i] === state && sc.fitness[i] !== null);
+  const scatter = [{type: "scattergl", mode: "markers", name: "full fidelity", x: pick("complete", sc.number),
+    y: pick("complete", sc.fitness), text: pick("complete", sc.id), marker: {size: 5,
+    color: pick("complete", sc.generation), colorscale: "Viridis", showscale: true, colorbar: {title: {text: "gen"}}}}];
+  // A low-fidelity result is an estimate on a few documents: drawn hollow, never ranked.
+  if (d.fidelity) scatter.push({type: "scattergl", mode: "markers", x: pick("low", sc.number), y: pick("low", sc.fitness),
+    text: pick("low", sc.id), name: "low fidelity" + (d.fidelity.low_limit ? ` (${d.fidelity.low_limit} documents per task)` : ""),
+    marker: {size: 6, symbol: "circle-open", color: "#9e9e9e"}});
+  Plotly.react("scatter", scatter, L("every candidate (fitness vs ask order)", {xaxis: {title: {text: "candidate #"}},
+    showlegend: !!d.fidelity, legend: {orientation: "h", y: -0.2}}), CFG);
+  if (d.fidelity) { $("low-only").textContent = d.fidelity.low_only; $("promoted").textContent = d.fidelity.promoted; }
+  drawPareto(d);
   const imp = d.importance.parameter ? d.coordinates : [];
   Plotly.react("importance", [
     {type: "bar", orientation: "h", y: imp.map(c => c.label), x: imp.map(c => c.variance), name: "variance explained"},
@@ -238,6 +252,38 @@ function drawRun(d) {
   $("tasks").innerHTML = tasksTable(d.tasks);
 }
 
+function drawPareto(d) {
+  const p = d.pareto;
+  $("pareto-section").hidden = !p;
+  if (!p) return;
+  for (const [axis, value] of [["x", p.x], ["y", p.y]]) {
+    const select = $("pareto-" + axis);
+    if ([...select.options].map(o => o.value).join("\n") !== p.objectives.join("\n"))
+      select.innerHTML = p.objectives.map(o => `<option>${esc(o)}</option>`).join("");
+    select.value = value;
+  }
+  const pt = p.points, fr = p.front, rf = p.references;
+  const hover = `%{text}<br>${esc(p.x)} %{x:.4f}<br>${esc(p.y)} %{y:.4f}<extra></extra>`;
+  Plotly.react("pareto", [
+    {type: "scattergl", mode: "markers", name: "merges", x: pt.x, y: pt.y, text: pt.id, customdata: pt.id,
+     hovertemplate: hover, marker: {size: 6, color: "#90a4ae"}},
+    {type: "scatter", mode: "lines+markers", name: `Pareto front (${fr.id.length})`, x: fr.x, y: fr.y, text: fr.id,
+     customdata: fr.id, hovertemplate: hover, marker: {size: 10, color: "#d32f2f"}, line: {color: "#d32f2f"}},
+    {type: "scatter", mode: "markers+text", name: "source models", x: rf.x, y: rf.y, text: rf.label,
+     customdata: rf.id, textposition: "top center", hovertemplate: hover, marker: {symbol: "diamond", size: 9, color: "#455a64"}}],
+    L(`Pareto front on validation: ${p.x} × ${p.y} (click a point for its candidate)`,
+      {xaxis: {title: {text: p.x}}, yaxis: {title: {text: p.y}}}), CFG);
+  const chart = $("pareto");
+  if (!chart.dataset.linked) {
+    chart.on("plotly_click", ev => { location.href = "/candidates/" + ev.points[0].customdata; });
+    chart.dataset.linked = "1";
+  }
+  $("front-table").innerHTML = `<tr><th class="l">front member</th><th>${esc(p.x)}</th><th>${esc(p.y)}</th>` +
+    `<th>fitness</th><th class="l">export</th></tr>` + fr.id.map((id, i) =>
+      `<tr><td class="l"><a href="/candidates/${id}">${id}</a></td><td>${fmt(fr.x[i], 4)}</td><td>${fmt(fr.y[i], 4)}</td>` +
+      `<td>${fmt(fr.fitness[i], 4)}</td><td class="l"><code>evolve export ${esc(d.run.id)} --candidate ${id} --out DIR</code></td></tr>`).join("");
+}
+
 function tasksTable(rows) {
   const tasks = [...new Set(rows.flatMap(r => [...Object.keys(r.validation), ...Object.keys(r.test)]))].sort();
   let html = `<table><tr><th class="l">candidate</th><th>fitness</th>` +
@@ -254,7 +300,7 @@ function evolveRun() {
   let version = d.version;
   async function tick() {
     try {
-      d = await (await fetch("/api/runs/" + d.run.id, {credentials: "same-origin"})).json();
+      d = await (await fetch("/api/runs/" + d.run.id + location.search, {credentials: "same-origin"})).json();
       if (d.version !== version) { version = d.version; drawRun(d); }
       else { drawRunStatusOnly(d); }
     } catch (e) {}

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from evolve.report import compare_data
-from evolve.store import CandidateKind, Store, StoreError
+from evolve.pareto import pareto_front
+from evolve.report import compare_data, leaderboard_data
+from evolve.store import CandidateKind, EvaluationStatus, Fidelity, RunStatus, Store, StoreError
 from tests.evolve.inspect_runs import m2n2_config, shared_run
 
 pytestmark = pytest.mark.slow
@@ -302,3 +303,139 @@ def test_importance_sees_monotone_and_non_monotone_effects_and_not_noise():
     corr, eta = importance(x, fitness)
     assert corr[1] > 0.6 and corr[0] < 0.2 and corr[2] < 0.2
     assert eta[0] > 0.3 and eta[1] > 0.3 and eta[2] < 0.1
+
+
+# -- Pareto front and low-fidelity results, on runs written through the store API ----------------
+OBJECTIVES = ("alpha", "beta", "gamma")
+PARETO_SCORES = [(0.875, 0.125, 0.5), (0.75, 0.5, 0.25), (0.5, 0.75, 0.125), (0.25, 0.875, 0.875),
+                 (0.5, 0.5, 0.5), (0.625, 0.25, 1.0), (0.125, 0.125, 0.75), (0.75, 0.5, 0.0), (0.375, 0.625, 0.625)]
+
+
+def _scored(store: Store, run_id: str, number: int, scores: dict[str, float], fidelity: Fidelity = Fidelity.FULL,
+            kind: CandidateKind = CandidateKind.SEARCH, label: str | None = None, documents: int = 8):
+    """A candidate (recipe ``number``) scored COMPLETE at ``fidelity`` with ``scores`` per validation task."""
+    cand = store.add_candidate(run_id, [number / 10], {"merge_method": "linear", "models": [{"model": "m", "w": number}]},
+                               kind=kind, label=label)
+    evaluation = store.start_evaluation(cand.id, "worker-0", fidelity=fidelity)
+    store.finish_evaluation(evaluation, sum(scores.values()) / len(scores),
+                            metrics={"validation": {t: {"exact_match": v} for t, v in scores.items()}},
+                            samples={"validation": {t: [v] * documents for t, v in scores.items()}},
+                            timings={"merge_seconds": 0.1, "eval_seconds": 0.2})
+    return cand
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """Two finished runs in one store: a Pareto run on three tasks (with references, a failure and
+    a never-scored candidate) and a one-task multi-fidelity run (low-only and promoted candidates)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('written') / 'runs.db'}"
+    store = Store(url)
+    pareto = store.create_run("pareto", {"strategy": {"name": "pareto", "seed": 0},
+                                         "tasks": [{"name": t, "metric": "exact_match"} for t in OBJECTIVES]})
+    _scored(store, pareto.id, 100, dict(zip(OBJECTIVES, (0.5, 0.5, 0.5))), kind=CandidateKind.REFERENCE, label="base")
+    for i, scores in enumerate(PARETO_SCORES):
+        _scored(store, pareto.id, i, dict(zip(OBJECTIVES, scores)))
+    failed = store.add_candidate(pareto.id, [0.9], {"merge_method": "linear", "models": [{"model": "m", "w": 90}]})
+    store.fail_evaluation(store.start_evaluation(failed.id, "worker-0"), "boom")
+    store.add_candidate(pareto.id, [0.95], {"merge_method": "linear", "models": [{"model": "m", "w": 95}]})
+    store.set_run_status(pareto.id, RunStatus.FINISHED)
+
+    multi = store.create_run("multi", {"fidelity": {"low_limit": 2, "promote_fraction": 0.5},
+                                       "tasks": [{"name": "alpha", "metric": "exact_match"}]})
+    _scored(store, multi.id, 100, {"alpha": 0.3}, kind=CandidateKind.REFERENCE, label="base")
+    low_only = [_scored(store, multi.id, i, {"alpha": 0.9 - i / 100}, Fidelity.LOW, documents=2).id for i in range(4)]
+    promoted = []
+    for i in (4, 5):
+        cand = _scored(store, multi.id, i, {"alpha": 1.0}, Fidelity.LOW, documents=2)
+        evaluation = store.start_evaluation(cand.id, "worker-1")
+        store.finish_evaluation(evaluation, 0.5 + i / 100, metrics={"validation": {"alpha": {"exact_match": 0.5}}},
+                                samples={"validation": {"alpha": [0.5] * 8}})
+        promoted.append(cand.id)
+    pending = store.add_candidate(multi.id, [0.99], {"merge_method": "linear", "models": [{"model": "m", "w": 99}]}).id
+    store.set_run_status(multi.id, RunStatus.FINISHED)
+    return url, pareto.id, {"run": multi.id, "low_only": low_only, "promoted": promoted, "pending": pending}
+
+
+@pytest.fixture(scope="module")
+def written_server(written):
+    s = Server(written[0])
+    yield s
+    s.stop()
+
+
+def expected_front(store: Store, run_id: str, x: str, y: str) -> tuple[set[str], set[str]]:
+    """(every search merge with full-fidelity scores on x and y, the front over them by evolve.pareto)."""
+    searched = {c.id for c in store.list_candidates(run_id, kind=CandidateKind.SEARCH)}
+    rows = [(e.candidate_id, [e.metrics["validation"][t]["exact_match"] for t in (x, y)])
+            for e in store.list_evaluations(run_id, EvaluationStatus.COMPLETE) if e.candidate_id in searched]
+    return {cid for cid, _ in rows}, {rows[i][0] for i in pareto_front([p for _, p in rows])}
+
+
+def drawn_front(page) -> tuple[set[str], set[str], list[str]]:
+    page.wait_for_function("document.getElementById('pareto').data")
+    data = page.evaluate("document.getElementById('pareto').data.map(t => t.customdata)")
+    axes = page.evaluate("[document.getElementById('pareto').layout.xaxis.title.text, "
+                         "document.getElementById('pareto').layout.yaxis.title.text]")
+    return set(data[0]), set(data[1]), axes
+
+
+def test_pareto_plot_highlights_exactly_the_front_and_follows_the_chosen_objectives(written, written_server, page,
+                                                                                    shots):
+    url, run_id, _ = written
+    store = Store(url)
+    page.goto(f"{written_server.base}/runs/{run_id}")
+    points, front, axes = drawn_front(page)
+    everyone, expected = expected_front(store, run_id, "alpha", "beta")  # the CLI's default: the first two tasks
+    assert axes == ["alpha", "beta"] and points == everyone and len(everyone) == len(PARETO_SCORES)
+    assert front == expected and 1 < len(front) < len(everyone)
+    cli = leaderboard_data(store, run_id, pareto=True, objectives=["alpha", "beta"])["candidates"]
+    assert front == {r["id"] for r in cli}  # the rows of `evolve leaderboard --pareto --objectives alpha,beta`
+    xs = page.evaluate("document.getElementById('pareto').data[1].x")
+    assert xs == sorted(xs)  # connected in x order
+    assert page.evaluate("document.getElementById('pareto').data[2].text") == ["base"]
+    table = page.inner_text("#front-table")
+    assert all(f"evolve export {run_id} --candidate {cid}" in table for cid in front)
+    page.screenshot(path=str(shots / "pareto.png"), full_page=True)
+
+    page.select_option("#pareto-x", "gamma")
+    page.select_option("#pareto-y", "beta")
+    page.click("#pareto-form button")
+    page.wait_for_url("**/runs/*x=gamma&y=beta")
+    points, front, axes = drawn_front(page)
+    _, other = expected_front(store, run_id, "gamma", "beta")
+    assert axes == ["gamma", "beta"] and points == everyone and front == other != expected
+    member = page.evaluate("document.getElementById('pareto').data[1].customdata[0]")
+    position = page.evaluate("""() => { const g = document.getElementById('pareto'), l = g._fullLayout,
+        t = g.data[1], r = g.getBoundingClientRect();
+        return [r.left + l.xaxis._offset + l.xaxis.l2p(t.x[0]), r.top + l.yaxis._offset + l.yaxis.l2p(t.y[0])]; }""")
+    page.mouse.click(*position)
+    page.wait_for_url(f"**/candidates/{member}")
+
+    status, body, _ = get(f"{written_server.base}/api/runs/{run_id}?x=nope")
+    assert status == 400 and "no objective 'nope'" in body
+
+
+def test_low_fidelity_results_are_drawn_as_such_and_never_ranked(written, written_server, page, shots):
+    url, _, multi = written
+    store = Store(url)
+    run_id = multi["run"]
+    page.goto(f"{written_server.base}/runs/{run_id}")
+    page.wait_for_function("document.getElementById('scatter').data")
+    full, low = page.evaluate("document.getElementById('scatter').data.map(t => "
+                              "({name: t.name, ids: t.text, y: t.y, symbol: t.marker.symbol}))")
+    assert low["name"] == "low fidelity (2 documents per task)" and low["symbol"] == "circle-open"
+    assert sorted(low["ids"]) == sorted(multi["low_only"])
+    assert sorted(full["ids"]) == sorted(multi["promoted"])
+    full_fitness = {e.candidate_id: e.fitness for e in store.list_evaluations(run_id, EvaluationStatus.COMPLETE)}
+    assert full["y"] == pytest.approx([full_fitness[c] for c in full["ids"]])  # the full result, not the low one
+    states = json.loads(get(f"{written_server.base}/api/runs/{run_id}")[1])["scatter"]
+    state = dict(zip(states["id"], states["state"]))
+    assert {c for c, s in state.items() if s == "pending"} == {multi["pending"]}
+    assert all(state[c] == "low" for c in multi["low_only"])
+    tasks = page.inner_text("#tasks")
+    assert all(c in tasks for c in multi["promoted"]) and not any(c in tasks for c in multi["low_only"])
+    assert page.inner_text("#low-only") == "4" and page.inner_text("#promoted") == "2"
+    assert page.inner_text("#best-link") in multi["promoted"]
+    assert page.locator("#pareto-section").is_hidden()  # one task: no front to plot
+    assert page.evaluate("document.getElementById('pareto').data") is None
+    page.screenshot(path=str(shots / "fidelity.png"), full_page=True)
