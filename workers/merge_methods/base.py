@@ -164,6 +164,27 @@ class MergeMethod:
         return self.kernel(tensors, **kwargs)
 
 
+BLOCK = 1 << 18  # elements: a few float32 blocks of this size stay in one core's L2 cache
+
+
+def blocks(n: int, device: torch.device) -> list[slice]:
+    """Slices covering ``range(n)``, for element-wise kernels that run every pass on one block.
+
+    On the CPU each pass over a block reads what the previous pass left in cache, and the
+    float32 scratch is a block, not a tensor (no page faults on fresh buffers). Other
+    devices get one slice: their kernels are launched per op, so fewer ops is what counts.
+    """
+    size = BLOCK if device.type == "cpu" else max(n, 1)
+    return [slice(start, min(n, start + size)) for start in range(0, n, size)]
+
+
+def in_dtype(x: torch.Tensor, dtype: torch.dtype, scratch: torch.Tensor) -> torch.Tensor:
+    """``x`` in ``dtype``: itself when it already is, else converted into the front of ``scratch``."""
+    if x.dtype == dtype:
+        return x
+    return scratch[: x.numel()].copy_(x)
+
+
 def check_shapes(method: str, tensors: list[torch.Tensor], base: torch.Tensor | None = None) -> None:
     """Raise `RecipeError` unless every tensor (and the base, if given) has the same shape."""
     shapes = [tuple(t.shape) for t in tensors] + ([tuple(base.shape)] if base is not None else [])

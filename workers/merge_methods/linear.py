@@ -3,6 +3,10 @@
 merged = sum_i weight_i x_i, divided by sum_i weight_i when ``normalize`` (the default).
 Computed in float32 (float64 stays float64) and returned in the inputs' dtype. mergekit
 divides by a zero weight sum and returns inf/NaN; here that is an error.
+
+The sum runs block by block (`base.blocks`): a float32 accumulator of one block, each
+input converted into a scratch block, then the result converted into the output, so a
+bfloat16 merge touches each input and output element once in memory.
 """
 
 from __future__ import annotations
@@ -10,7 +14,13 @@ from __future__ import annotations
 import torch
 
 from search_spaces.errors import RecipeError
-from workers.merge_methods.base import check_shapes, compute_dtype, per_model
+from workers.merge_methods.base import (
+    blocks,
+    check_shapes,
+    compute_dtype,
+    in_dtype,
+    per_model,
+)
 
 
 def linear(tensors: list[torch.Tensor], *, weight: list[float], normalize: bool = True) -> torch.Tensor:
@@ -18,15 +28,25 @@ def linear(tensors: list[torch.Tensor], *, weight: list[float], normalize: bool 
         raise RecipeError("linear: needs at least one model")
     check_shapes("linear", tensors)
     weight = per_model(weight, len(tensors), "weight")
+    total = sum(weight)
+    if normalize and total == 0:
+        raise RecipeError("linear: the weights sum to 0, so they cannot be normalized; "
+                          "change the weights or set normalize: false")
     first = tensors[0]
     dtype = compute_dtype(first)
-    merged = torch.zeros(first.shape, dtype=dtype, device=first.device)  # (*S)
-    for tensor, w in zip(tensors, weight):
-        merged.add_(tensor, alpha=w)  # promotes the input to the compute dtype without a copy
-    if normalize:
-        total = sum(weight)
-        if total == 0:
-            raise RecipeError("linear: the weights sum to 0, so they cannot be normalized; "
-                              "change the weights or set normalize: false")
-        merged.div_(total)
-    return merged.to(first.dtype)
+    flat = [t.reshape(-1) for t in tensors]  # (N,) each
+    out = torch.empty(first.shape, dtype=first.dtype, device=first.device)  # (*S)
+    out_flat = out.view(-1)  # (N,)
+    parts = blocks(out_flat.numel(), first.device)
+    width = parts[0].stop - parts[0].start if parts else 0
+    acc_block = torch.empty(width, dtype=dtype, device=first.device)  # (B,)
+    scratch = torch.empty(width, dtype=dtype, device=first.device)  # (B,)
+    for part in parts:
+        acc = acc_block[: part.stop - part.start]
+        acc.zero_()
+        for x, w in zip(flat, weight):
+            acc.add_(in_dtype(x[part], dtype, scratch), alpha=w)
+        if normalize:
+            acc.div_(total)
+        out_flat[part].copy_(acc)
+    return out

@@ -19,13 +19,23 @@ setting each variant's mergekit defaults for ``normalize`` and ``rescale``. ``de
 is accepted by every variant (mergekit does the same) but only used where something is
 sparsified. ``int8_mask`` is accepted for mergekit compatibility and ignored: it only
 changes how mergekit stores the sign mask.
+
+Steps 3-6 run block by block (`base.blocks`), and so does step 1 when nothing is sparsified:
+only a sparsification, whose mask depends on the whole task vector, needs whole float32
+task vectors in memory.
 """
 
 from __future__ import annotations
 
 import torch
 
-from workers.merge_methods.base import check_shapes, compute_dtype, per_model
+from workers.merge_methods.base import (
+    blocks,
+    check_shapes,
+    compute_dtype,
+    in_dtype,
+    per_model,
+)
 from workers.merge_methods.sparsify import METHODS as SPARSIFICATIONS
 from workers.merge_methods.sparsify import apply_mask_, keep_mask
 
@@ -59,43 +69,80 @@ def task_arithmetic(
         return base.clone()
     weight = per_model(weight, n_models, "weight")
     dtype = compute_dtype(base)
-    base_c = base.to(dtype)  # (*S); no copy when already in the compute dtype
+    n = base.numel()
+    base_flat = base.reshape(-1)  # (N,)
+    parts = blocks(n, base.device)
+    width = parts[0].stop - parts[0].start if parts else 0
+    scratch = torch.empty(width, dtype=dtype, device=base.device)  # (B,) the base block, converted
+    if sparsification is None:
+        deltas, block_deltas = None, torch.empty((n_models, width), dtype=dtype, device=base.device)  # (M, B)
+    else:
+        deltas = _sparse_deltas(tensors, base, dtype, sparsification, rescale, generator,
+                                density=per_model(density, n_models, "density"),
+                                gamma=per_model(gamma, n_models, "gamma"),
+                                epsilon=per_model(epsilon, n_models, "epsilon"))  # (M, N)
+    w = torch.tensor(weight, dtype=dtype, device=base.device).view(n_models, 1)  # (M, 1)
+    out = torch.empty(base.shape, dtype=base.dtype, device=base.device)  # (*S)
+    out_flat = out.view(-1)  # (N,)
+    for part in parts:
+        b = in_dtype(base_flat[part], dtype, scratch)  # (B,)
+        if deltas is None:
+            d = _block_deltas(tensors, part, b, block_deltas[:, : part.stop - part.start])
+        else:
+            d = deltas[:, part]  # (M, B)
+        d.mul_(w)
+        merged = _combine(d, w, weight, consensus, normalize)  # (B,)
+        if lambda_ != 1:
+            merged.mul_(lambda_)
+        out_flat[part].copy_(merged.add_(b))
+    return out
 
-    deltas = torch.empty((n_models, *base.shape), dtype=dtype, device=base.device)  # (M, *S)
+
+def _sparse_deltas(tensors: list[torch.Tensor], base: torch.Tensor, dtype: torch.dtype, sparsification: str,
+                   rescale: bool, generator: torch.Generator | None, *, density: list[float],
+                   gamma: list[float], epsilon: list[float]) -> torch.Tensor:
+    """(M, N) the sparsified task vectors; whole tensors, since a mask depends on all entries."""
+    base_c = base.to(dtype)  # (*S); no copy when already in the compute dtype
+    deltas = torch.empty((len(tensors), *base.shape), dtype=dtype, device=base.device)  # (M, *S)
     for i, tensor in enumerate(tensors):
         torch.sub(tensor, base_c, out=deltas[i])  # promotes to the compute dtype, no extra copy
-    if sparsification is not None:
-        density = per_model(density, n_models, "density")
-        gamma = per_model(gamma, n_models, "gamma")
-        epsilon = per_model(epsilon, n_models, "epsilon")
-        for i in range(n_models):
-            mask = keep_mask(deltas[i], sparsification, density[i], gamma=gamma[i],
-                             epsilon=epsilon[i], generator=generator)  # (*S) bool, or None
-            apply_mask_(deltas[i], mask, rescale)
+        mask = keep_mask(deltas[i], sparsification, density[i], gamma=gamma[i],
+                         epsilon=epsilon[i], generator=generator)  # (*S) bool, or None
+        apply_mask_(deltas[i], mask, rescale)
+    return deltas.view(len(tensors), -1)
 
-    w = torch.tensor(weight, dtype=dtype, device=base.device).view(-1, *([1] * base.dim()))  # (M, 1...)
-    deltas.mul_(w)
 
-    if consensus is not None:
-        # Keep d_i where it has the elected sign s (= ±1): there d_i * s > 0, and zeros never
-        # count. With r_i = relu(d_i * s), sum_i kept d_i = s * sum_i r_i exactly (s * s = 1),
-        # and the kept models at an entry are those with r_i > 0: no bool masks, fewer passes.
-        elected = _elected_sign(deltas, consensus)  # (*S) of ±1
-        deltas.mul_(elected).clamp_(min=0)  # (M, *S) r_i
-        merged = deltas.sum(dim=0).mul_(elected)  # (*S)
-        if normalize:
-            kept = deltas.sign_().view(n_models, base.numel())  # (M, N) 1 where kept, else 0
-            divisor = (w.view(1, n_models) @ kept).view(base.shape)  # (*S) weights of the kept models
-            merged.div_(divisor.masked_fill_(divisor == 0, 1))
-    else:
-        merged = deltas.sum(dim=0)  # (*S)
+def _block_deltas(tensors: list[torch.Tensor], part: slice, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """(M, B) x_i - b over one block, into ``out``; a bfloat16 x_i is converted there first."""
+    for i, tensor in enumerate(tensors):
+        x = tensor.reshape(-1)[part]
+        if x.dtype == out.dtype:
+            torch.sub(x, b, out=out[i])
+        else:
+            out[i].copy_(x).sub_(b)
+    return out
+
+
+def _combine(d: torch.Tensor, w: torch.Tensor, weight: list[float], consensus: str | None,
+             normalize: bool) -> torch.Tensor:
+    """(B,) the sum of the weighted deltas ``d`` (M, B), consumed, over one block."""
+    if consensus is None:
+        merged = d.sum(dim=0)  # (B,)
         if normalize:
             total = sum(weight)
             merged.div_(total if abs(total) >= 1e-8 else 1.0)
-    del deltas
-    if lambda_ != 1:
-        merged.mul_(lambda_)
-    return merged.add_(base_c).to(base.dtype)
+        return merged
+    # Keep d_i where it has the elected sign s (= ±1): there d_i * s > 0, and zeros never
+    # count. With r_i = relu(d_i * s), sum_i kept d_i = s * sum_i r_i exactly (s * s = 1),
+    # and the kept models at an entry are those with r_i > 0: no bool masks, fewer passes.
+    elected = _elected_sign(d, consensus)  # (B,) of ±1
+    d.mul_(elected).clamp_(min=0)  # (M, B) r_i
+    merged = d.sum(dim=0).mul_(elected)  # (B,)
+    if normalize:
+        kept = d.sign_()  # (M, B) 1 where kept, else 0
+        divisor = (w.view(1, -1) @ kept).view(-1)  # (B,) weights of the kept models
+        merged.div_(divisor.masked_fill_(divisor == 0, 1))
+    return merged
 
 
 def _elected_sign(deltas: torch.Tensor, method: str) -> torch.Tensor:

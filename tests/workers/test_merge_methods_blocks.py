@@ -1,0 +1,47 @@
+"""Block-by-block element-wise kernels (`base.blocks`): the result must not depend on the block
+size, bit for bit, including a last partial block."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workers.merge_methods import base as base_module
+from workers.merge_methods import get_method
+from workers.merge_methods.base import blocks
+
+PARAMS = {
+    "linear": {"weight": [0.3, -0.7, 1.1], "normalize": True},
+    "task_arithmetic": {"weight": [0.6, 1.3, -0.2], "lambda": 0.7, "normalize": True},
+    "ties": {"weight": [0.4, 0.9, 1.7], "density": [0.3, 1.0, 0.5], "normalize": True},
+    "breadcrumbs": {"weight": [0.5, 1.1, 0.8], "density": [0.5, 0.9, 0.4], "gamma": [0.01, 0.1, 0.0]},
+    "dare_ties": {"weight": [0.5, 0.3, 0.9], "density": [0.5, 0.4, 0.6]},
+}
+
+
+def test_blocks_cover_the_range_in_order():
+    assert blocks(0, torch.device("cpu")) == []
+    parts = blocks(2 * base_module.BLOCK + 3, torch.device("cpu"))
+    assert [p.start for p in parts] == [0, base_module.BLOCK, 2 * base_module.BLOCK]
+    assert parts[-1].stop == 2 * base_module.BLOCK + 3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("name", list(PARAMS))
+def test_result_does_not_depend_on_the_block_size(name, dtype, monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    b = torch.randn(37, 29, generator=g)
+    models = [(b + 0.1 * torch.randn(37, 29, generator=g)).to(dtype) for _ in range(3)]
+    b = b.to(dtype)
+    method = get_method(name)
+    uses_base = method.base != "unused"
+
+    def run() -> torch.Tensor:
+        generator = torch.Generator().manual_seed(1) if method.randomized else None
+        return method(models, b if uses_base else None, generator=generator, **PARAMS[name])
+
+    whole = run()
+    monkeypatch.setattr(base_module, "BLOCK", 64)  # 37 * 29 = 1073 = 16 blocks of 64 and one of 49
+    blocked = run()
+    assert blocked.dtype == dtype and blocked.shape == whole.shape
+    assert torch.equal(blocked.view(-1).view(torch.uint8), whole.view(-1).view(torch.uint8))
