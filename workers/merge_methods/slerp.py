@@ -17,7 +17,7 @@ import math
 import torch
 
 from search_spaces.errors import RecipeError
-from workers.merge_methods.base import check_shapes, compute_dtype
+from workers.merge_methods.base import blocks, check_shapes, compute_dtype
 
 DOT_THRESHOLD = 0.9995
 NORM_EPS = 1e-8
@@ -31,8 +31,11 @@ def slerp(tensors: list[torch.Tensor], base: torch.Tensor, *, t: float) -> torch
     a = base.reshape(-1).to(dtype)  # (N,)
     b = tensors[0].reshape(-1).to(dtype)  # (N,)
     coef_a, coef_b = slerp_coefficients(a, b, t)
-    merged = torch.mul(a, coef_a).add_(b, alpha=coef_b)  # (N,)
-    return merged.view(base.shape).to(base.dtype)
+    out = torch.empty(base.shape, dtype=base.dtype, device=base.device)  # (*S)
+    out_flat = out.view(-1)  # (N,)
+    for part in blocks(a.numel(), base.device):  # no whole float32 result: it would be written once, read once
+        out_flat[part].copy_(torch.mul(a[part], coef_a).add_(b[part], alpha=coef_b))
+    return out
 
 
 def slerp_coefficients(a: torch.Tensor, b: torch.Tensor, t: float) -> tuple[float, float]:

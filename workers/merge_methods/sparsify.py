@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from search_spaces.errors import RecipeError
+from workers.merge_methods.base import blocks
 
 METHODS = ("magnitude", "random", "magnitude_outliers", "della_magprune")
 _RESCALE_EPS = 1e-7
@@ -76,13 +77,20 @@ def apply_mask_(delta: torch.Tensor, mask: torch.Tensor | None, rescale: bool) -
         return delta
     if rescale:
         before = torch.linalg.vector_norm(delta, ord=1)
-    delta.mul_(mask)
+    _multiply_by_mask_(delta.view(-1), mask.view(-1))
     if rescale:
         after = torch.linalg.vector_norm(delta, ord=1)
         # One factor per tensor; torch.where keeps it on the device (no host sync).
         usable = (before >= _RESCALE_EPS) & (after >= _RESCALE_EPS)
         delta.mul_(torch.where(usable, before / after, torch.ones_like(before)))
     return delta
+
+
+def _multiply_by_mask_(delta: torch.Tensor, mask: torch.Tensor) -> None:
+    """delta *= mask (1-D), block by block: on the CPU a bool tensor converts to float
+    several times slower than the same bytes viewed as uint8, so they are converted as uint8."""
+    for part in blocks(delta.numel(), delta.device):
+        delta[part].mul_(mask[part].view(torch.uint8).to(delta.dtype))
 
 
 def magnitude_mask(delta: torch.Tensor, density: float) -> torch.Tensor:
@@ -154,9 +162,18 @@ def largest_k(magnitudes: torch.Tensor, k: int) -> torch.Tensor:
     mask = magnitudes > threshold
     missing = k - int(mask.count_nonzero())
     if missing > 0:
-        tied = torch.nonzero(magnitudes == threshold).squeeze(1)[:missing]
-        mask[tied] = True
+        mask[first_true(magnitudes == threshold, missing)] = True
     return mask
+
+
+def first_true(mask: torch.Tensor, count: int) -> torch.Tensor:
+    """Positions of the first ``count`` True entries of the 1-D bool ``mask``, in order.
+
+    On the CPU numpy's flatnonzero is about 3x faster than torch.nonzero.
+    """
+    if mask.device.type != "cpu":
+        return torch.nonzero(mask).squeeze(1)[:count]
+    return torch.from_numpy(np.flatnonzero(mask.numpy())[:count])
 
 
 def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
