@@ -79,13 +79,22 @@ class StrategyConfig(_Strict):
 
 
 class BudgetConfig(_Strict):
-    max_evaluations: int | None = Field(default=None, ge=1)
+    """When the search stops asking for candidates: the first limit reached, of those given.
+
+    ``max_samples`` counts documents scored (each evaluation's ``samples_scored``) by every
+    evaluation of the run: the source models', low and full ones; a failed evaluation records
+    none, so it counts 0. Work in flight counts for what it will score, so the run ends within
+    the limit; what is in flight when a limit is reached finishes and is recorded.
+    """
+
+    max_evaluations: int | None = Field(default=None, ge=1, description="candidates told")
     max_minutes: float | None = Field(default=None, gt=0)
+    max_samples: int | None = Field(default=None, ge=1, description="documents scored, every evaluation counted")
 
     @model_validator(mode="after")
     def _some_limit(self) -> BudgetConfig:
-        if self.max_evaluations is None and self.max_minutes is None:
-            raise ValueError("give max_evaluations and/or max_minutes")
+        if self.max_evaluations is None and self.max_minutes is None and self.max_samples is None:
+            raise ValueError("give max_evaluations, max_minutes and/or max_samples")
         return self
 
 

@@ -18,8 +18,16 @@ candidate (told when it arrives; the others keep going meanwhile), the low resul
 other one, as it is. A low result is the same tasks on a fixed subsample, so it estimates
 the full fitness on the same scale; a candidate that was not promoted ranked below the
 promoted ones on that estimate, and telling it lets CMA-ES complete its generations (it
-needs a value for every candidate it asked). The budget (``max_evaluations``) counts
-candidates told; the cost of each evaluation is its ``samples_scored``.
+needs a value for every candidate it asked). A promoted candidate whose full evaluation
+fails (its retries spent) is told its low result, a real measurement of it; the failed full
+row stays in the store and never ranks.
+
+The budget: ``max_evaluations`` counts candidates told; ``max_samples`` counts documents
+scored (each evaluation's ``samples_scored``, 0 for a failed one) by every evaluation, the
+source models' included. Work in flight and queued counts for what it will score
+(`SampleBudget`), so a new candidate is asked, or a low result promoted, only when its
+evaluation fits in what is left; a low result that would be promoted but does not fit is told
+as it is. A retry replaces a lost evaluation that scored nothing, so it always runs.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +43,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from evolve.config import FailFastConfig, FidelityConfig
 from evolve.pool import WorkerPool
+from evolve.report import samples_used
 from evolve.store import Store
 from evolve.store.records import CandidateKind, EvaluationStatus
 from evolve.strategies.base import Candidate, Result, Strategy
@@ -119,6 +129,15 @@ class _InFlight:
 _Job = tuple[Candidate | None, str, Fidelity]  # what is queued: a candidate (None: a reference), store id, fidelity
 
 
+@dataclass(frozen=True)
+class SampleBudget:
+    """``budget.max_samples``, with what one evaluation scores at each fidelity (pre-flight's
+    count, `CheckedRun.samples_per_evaluation`): work is counted before it is scored."""
+
+    max_samples: int
+    per_evaluation: Mapping[Fidelity, int]
+
+
 @dataclass
 class SearchLoop:
     store: Store
@@ -133,6 +152,7 @@ class SearchLoop:
     references: dict[str, Recipe] = field(default_factory=dict)  # name -> recipe of a source model
     fail_fast: FailFastConfig = field(default_factory=FailFastConfig)
     fidelity: FidelityConfig | None = None  # None: every evaluation is a full one
+    sample_budget: SampleBudget | None = None  # None: no budget.max_samples
     stats: LoopStats = field(default_factory=LoopStats)
     running_evaluations: frozenset[int] = frozenset()  # what the driver's heartbeat keeps alive
     _ids: dict[str, str] = field(default_factory=dict)  # strategy candidate id -> store candidate id
@@ -140,7 +160,7 @@ class SearchLoop:
     _told: int = 0
     _results: dict[str, Result] = field(default_factory=dict)  # store candidate id -> result told
     _told_at: dict[str, Fidelity] = field(default_factory=dict)  # store candidate id -> fidelity of that result
-    _low: list[float] = field(default_factory=list)  # the low-fidelity fitnesses so far (search candidates)
+    _low: dict[str, Result] = field(default_factory=dict)  # store candidate id -> its low result (search, ok)
     _running: set[str] = field(default_factory=set)  # store candidate ids in flight or promoted, not told
     _waiting: dict[str, list[Candidate]] = field(default_factory=dict)  # asks duplicating one in flight
     _recipes: dict[str, Recipe] = field(default_factory=dict)  # decoded, not yet dispatched
@@ -148,10 +168,12 @@ class SearchLoop:
     # -- resume ---------------------------------------------------------------------------
     def replay(self) -> list[_Job]:
         """Rebuild the strategy from the store; returns the asked-but-unfinished candidates, each
-        at the fidelity it needs next (FULL for one whose low result is in: it was promoted)."""
+        at the fidelity it needs next (`_next_fidelity`)."""
         stored = self.store.list_candidates(self.run_id, kind=CandidateKind.SEARCH)
         tells = [s.state for s in self.store.list_snapshots(self.run_id)]
         results = _final_results(self.store, self.run_id)
+        evaluations = self.store.list_evaluations(self.run_id, fidelity=None)
+        promoted = {e.candidate_id for e in evaluations if e.fidelity == Fidelity.FULL}
         open_: dict[str, tuple[Candidate, str]] = {}
         matched = 0  # stored candidates re-asked so far
 
@@ -187,30 +209,33 @@ class SearchLoop:
         while matched < len(stored):  # asked after the last tell: they were in flight
             ask_one()
         searched = {c.id for c in stored}
-        self._low = [r.fitness for (cid, fid), r in results.items()
-                     if fid == Fidelity.LOW and cid in searched and not r.failed]
+        self._low = {cid: r for (cid, fid), r in results.items()
+                     if fid == Fidelity.LOW and cid in searched and not r.failed}
         self.stats.evaluations = sum(1 for r in self._results.values() if not r.failed)
         full = [r for (cid, fid), r in results.items() if fid == Fidelity.FULL and cid in searched]
         self.stats.best_fitness = max((r.fitness for r in full if not r.failed), default=-math.inf)
         self.stats.promoted = sum(1 for cid, fid in results if fid == Fidelity.FULL and (cid, Fidelity.LOW) in results)
-        self.stats.samples_scored = sum(e.samples_scored or 0 for e in self.store.list_evaluations(self.run_id,
-                                                                                                 fidelity=None))
+        self.stats.samples_scored = samples_used(evaluations)
         pending: list[_Job] = []
         for cand, store_id in open_.values():
-            fidelity = self._next_fidelity(store_id, results)
+            fidelity = self._next_fidelity(store_id, results, promoted)
             if (store_id, fidelity) in results:  # finished, but the driver died before telling it
-                self._tell(cand, store_id, results[(store_id, fidelity)], fidelity)
+                self._tell(cand, store_id, *self._as_told(store_id, results[(store_id, fidelity)], fidelity))
             elif any(job[1] == store_id for job in pending):  # a twin ask: told with the first
                 self._waiting.setdefault(store_id, []).append(cand)
             else:
                 pending.append((cand, store_id, fidelity))
         return pending
 
-    def _next_fidelity(self, store_id: str, results: dict[tuple[str, Fidelity], Result]) -> Fidelity:
-        if self.fidelity is None:
+    def _next_fidelity(self, store_id: str, results: dict[tuple[str, Fidelity], Result],
+                       promoted: set[str]) -> Fidelity:
+        """FULL for a promoted candidate (a full evaluation of it was started), else LOW. A low
+        result in with no full evaluation started is told as it is: the driver died before
+        telling it, or (rarely) between promoting it and starting the full evaluation, where
+        promoting it again could spend samples the run no longer had."""
+        if self.fidelity is None or store_id in promoted:
             return Fidelity.FULL
-        low = results.get((store_id, Fidelity.LOW))
-        return Fidelity.FULL if low is not None and not low.failed else Fidelity.LOW
+        return Fidelity.LOW
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, pending: list[_Job] | None = None) -> LoopStats:
@@ -224,7 +249,7 @@ class SearchLoop:
         with _progress(self.progress, self.max_evaluations) as bar:
             task = bar.add_task("searching", total=self.max_evaluations, completed=self._told)
             while True:
-                out_of_budget = self._budget_spent(start, inflight)
+                out_of_budget = self._budget_spent(start, inflight, queue)
                 # Fill every idle worker: a retry or a promotion first, then what resume
                 # re-dispatches, then new asks.
                 while self.pool.idle() and (queue or not out_of_budget):
@@ -239,7 +264,7 @@ class SearchLoop:
                     self._running.add(store_id)
                     inflight[ref] = _InFlight(cand, store_id, evaluation_id, worker, time.monotonic(),
                                               attempt=retries.get((store_id, fidelity), 0) + 1, fidelity=fidelity)
-                    out_of_budget = self._budget_spent(start, inflight)
+                    out_of_budget = self._budget_spent(start, inflight, queue)
                 self.running_evaluations = frozenset(job.evaluation_id for job in inflight.values())
                 if not inflight:
                     if self.pool.waiting() and (queue or not out_of_budget):
@@ -260,13 +285,13 @@ class SearchLoop:
                             continue
                         self._running.discard(job.store_id)
                         self.stats.failures += 1
-                        if job.candidate is not None:
-                            self._tell(job.candidate, job.store_id, _FAILED, job.fidelity)
+                        self._settle(job, _FAILED)
                     else:
                         self.pool.release(job.worker)
                         self._running.discard(job.store_id)
                     try:
-                        if outcome.status != OutcomeStatus.LOST and self._record(job, outcome):
+                        if outcome.status != OutcomeStatus.LOST and self._record(job, outcome,
+                                                                                 self._reserved(inflight, queue)):
                             self._running.add(job.store_id)  # promoted: its tell waits for the full result
                             queue.insert(0, (job.candidate, job.store_id, Fidelity.FULL))
                         watch.record(outcome)
@@ -312,11 +337,33 @@ class SearchLoop:
                 out.append((None, record.id, Fidelity.FULL))
         return out
 
-    def _budget_spent(self, start: float, inflight: dict[Any, _InFlight]) -> bool:
+    def _budget_spent(self, start: float, inflight: dict[Any, _InFlight], queue: list[_Job]) -> bool:
+        """Whether no new candidate may be asked (queued work still runs)."""
         searching = sum(1 for job in inflight.values() if job.candidate is not None)
         if self.max_evaluations is not None and self._told + searching >= self.max_evaluations:
             return True
+        if not self._affordable(self._first_fidelity, self._reserved(inflight, queue)):
+            return True
         return self.max_seconds is not None and time.monotonic() - start >= self.max_seconds
+
+    @property
+    def _first_fidelity(self) -> Fidelity:
+        """The fidelity a new candidate is scored at first."""
+        return Fidelity.LOW if self.fidelity is not None else Fidelity.FULL
+
+    def _reserved(self, inflight: dict[Any, _InFlight], queue: list[_Job]) -> int:
+        """Samples that the evaluations in flight and queued will score (0 without ``max_samples``)."""
+        if self.sample_budget is None:
+            return 0
+        cost = self.sample_budget.per_evaluation
+        return sum(cost[job.fidelity] for job in inflight.values()) + sum(cost[fidelity] for *_, fidelity in queue)
+
+    def _affordable(self, fidelity: Fidelity, reserved: int) -> bool:
+        """Whether one more evaluation at ``fidelity`` fits in ``max_samples`` beside the samples
+        scored so far (`LoopStats.samples_scored`) and ``reserved``."""
+        budget = self.sample_budget
+        return budget is None or (self.stats.samples_scored + reserved + budget.per_evaluation[fidelity]
+                                  <= budget.max_samples)
 
     def _ask(self) -> _Job | None:
         """Ask for one candidate; duplicates of finished recipes are told from cache at once."""
@@ -339,10 +386,11 @@ class SearchLoop:
                 self._waiting.setdefault(record.id, []).append(cand)
             else:
                 self._recipes[record.id] = recipe
-                return cand, record.id, Fidelity.LOW if self.fidelity is not None else Fidelity.FULL
+                return cand, record.id, self._first_fidelity
 
-    def _record(self, job: _InFlight, outcome: EvalOutcome) -> bool:
-        """Store an outcome and tell it (and any twin asks); True when it is promoted instead."""
+    def _record(self, job: _InFlight, outcome: EvalOutcome, reserved: int) -> bool:
+        """Store an outcome and tell it (and any twin asks); True when it is promoted instead.
+        ``reserved``: samples the other work in flight and queued will score."""
         if outcome.ok:
             self.stats.samples_scored += outcome.samples_scored
             self.store.finish_evaluation(
@@ -360,32 +408,51 @@ class SearchLoop:
                 raise RunFailed(str(exc)) from None
         result = Result(fitness=outcome.fitness, samples=outcome.validation_samples, failed=False) if outcome.ok \
             else _FAILED
-        if job.candidate is None:  # a reference: stored and kept for identical asks, never told
-            self._results[job.store_id] = result
-            self._told_at[job.store_id] = job.fidelity
-        elif not outcome.ok:
+        if job.candidate is not None and not outcome.ok:
             self.stats.failures += 1
-            self._tell(job.candidate, job.store_id, result, job.fidelity)
-        elif job.fidelity == Fidelity.LOW and self._promote(outcome.fitness):
-            self.stats.promoted += 1
-            return True
-        else:
-            self.stats.evaluations += 1
-            if job.fidelity == Fidelity.FULL:
-                self.stats.best_fitness = max(self.stats.best_fitness, outcome.fitness)
-            self._tell(job.candidate, job.store_id, result, job.fidelity)
-        for twin in self._waiting.pop(job.store_id, []):
-            self._tell(twin, job.store_id, result, job.fidelity)
+        elif job.candidate is not None and job.fidelity == Fidelity.LOW:
+            if self._promote(job.store_id, result, reserved):
+                self.stats.promoted += 1
+                return True
+        elif job.candidate is not None:
+            self.stats.best_fitness = max(self.stats.best_fitness, outcome.fitness)
+        self._settle(job, result)
         return False
 
-    def _promote(self, fitness: float) -> bool:
+    def _promote(self, store_id: str, low: Result, reserved: int) -> bool:
         """Successive halving's rule, asynchronously (ASHA): a low result is promoted when it
-        ranks within the top ``promote_fraction`` of the low results so far, itself included.
+        ranks within the top ``promote_fraction`` of the low results so far, itself included,
+        and its full evaluation fits in ``max_samples`` (beside ``reserved``).
         A tie goes to the earlier result: low scores on a few documents tie often, and promoting
         every tie would spend full evaluations on candidates the low fidelity cannot tell apart."""
-        ahead = sum(1 for f in self._low if f >= fitness)
-        self._low.append(fitness)
-        return ahead < math.ceil(self.fidelity.promote_fraction * len(self._low))
+        ahead = sum(1 for r in self._low.values() if r.fitness >= low.fitness)
+        self._low[store_id] = low
+        return (ahead < math.ceil(self.fidelity.promote_fraction * len(self._low))
+                and self._affordable(Fidelity.FULL, reserved))
+
+    def _settle(self, job: _InFlight, result: Result) -> None:
+        """Tell a finished evaluation's result (`_as_told`) to its candidate and any twin asks;
+        a reference's is kept for identical asks, never told itself."""
+        result, fidelity = self._as_told(job.store_id, result, job.fidelity)
+        if job.candidate is None:
+            self._results[job.store_id] = result
+            self._told_at[job.store_id] = fidelity
+        else:
+            if not result.failed:
+                self.stats.evaluations += 1
+            self._tell(job.candidate, job.store_id, result, fidelity)
+        for twin in self._waiting.pop(job.store_id, []):
+            self._tell(twin, job.store_id, result, fidelity)
+
+    def _as_told(self, store_id: str, result: Result, fidelity: Fidelity) -> tuple[Result, Fidelity]:
+        """What the strategy is told of a finished evaluation: a failed full one after a
+        successful low one is told the low result (a real measurement; the full row stays
+        FAILED). A resumed run tells a finished, untold evaluation through here too; what was
+        told before replays from the fidelity its tell recorded."""
+        low = self._low.get(store_id)
+        if result.failed and fidelity == Fidelity.FULL and low is not None:
+            return low, Fidelity.LOW
+        return result, fidelity
 
     def _tell(self, cand: Candidate, store_id: str, result: Result, fidelity: Fidelity) -> None:
         self.strategy.tell(cand.id, result)

@@ -15,7 +15,10 @@ In order, cheapest first:
 5. each task exists in the include path and reports its metric (lm-eval's `TaskManager`
    loads task configs and local datasets without a model);
 6. a ``fidelity:`` section fits the run: no data-flow search, a strategy that needs no
-   per-sample scores on common documents, and ``low_limit`` below every validation task's size.
+   per-sample scores on common documents, and ``low_limit`` below every validation task's size;
+7. ``budget.max_samples`` pays for the source models (scored once, in full, beside the
+   search) and one candidate: the documents each evaluation scores are counted from the
+   loaded tasks (the analytic scorer's from its questions).
 
 The Ray address is checked first of all (a socket connect, seconds at most).
 
@@ -38,6 +41,7 @@ from typing import Any
 from evolve.config import RunConfig, field_error
 from search_spaces.errors import UserError
 from search_spaces.parameter_space import ParameterSpace
+from workers.outcome import Fidelity
 
 ZOO_PREFIX = "zoo:"
 
@@ -46,11 +50,14 @@ ZOO_PREFIX = "zoo:"
 class Scoring:
     """What every worker scores with, built once here: `EvalSettings` and `TaskSpec` as plain data.
 
-    ``low_tasks``: the low-fidelity tasks of a multi-fidelity run (None otherwise).
+    ``samples_scored``: documents one evaluation scores at each fidelity the run uses, every
+    task and split counted. ``low_tasks``: the low-fidelity tasks of a multi-fidelity run
+    (None otherwise).
     """
 
     settings: dict[str, Any]
     tasks: tuple[dict[str, Any], ...]
+    samples_scored: dict[Fidelity, int]
     low_tasks: tuple[dict[str, Any], ...] | None = None
 
 
@@ -62,6 +69,17 @@ class CheckedRun:
     space: ParameterSpace  # or a search_spaces.data_flow.DataFlowSpace for a data_flow run
     scoring: Scoring | None  # None for the analytic backend
     needs_zoo: bool  # a zoo: model is named and the zoo is not built yet
+
+    @property
+    def samples_per_evaluation(self) -> dict[Fidelity, int]:
+        """Documents one evaluation scores (its ``samples_scored``) at each fidelity the run uses:
+        what work in flight will cost against ``budget.max_samples``."""
+        if self.scoring is not None:
+            return self.scoring.samples_scored
+        from workers.analytic_scorer import N_SAMPLES  # its questions, on validation only
+
+        low = {} if self.config.fidelity is None else {Fidelity.LOW: self.config.fidelity.low_limit}
+        return {Fidelity.FULL: N_SAMPLES, **low}
 
 
 def check_run(config: RunConfig, source: str | Path | None = None) -> CheckedRun:
@@ -78,7 +96,7 @@ def check_run(config: RunConfig, source: str | Path | None = None) -> CheckedRun
     if config.data_flow is not None:  # a layer-path search: its own checks, same CheckedRun
         from evolve.data_flow import check_data_flow_run
 
-        return check_data_flow_run(config, fail)
+        return _check_samples_budget(check_data_flow_run(config, fail), fail)
     _check_method(config, fail)
     paths, needs_zoo = _model_paths(config, fail)
     space = _space(config, paths, fail)
@@ -94,7 +112,7 @@ def check_run(config: RunConfig, source: str | Path | None = None) -> CheckedRun
     else:
         _check_backend(config, fail)
         scoring = _scoring(config, needs_zoo, fail)
-    return CheckedRun(config, space, scoring, needs_zoo)
+    return _check_samples_budget(CheckedRun(config, space, scoring, needs_zoo), fail)
 
 
 # -- merge method and parameters ----------------------------------------------------------
@@ -236,6 +254,25 @@ def low_fidelity_tasks(specs, low_limit: int) -> list:
     return [dataclasses.replace(t, limit=low_limit, subsample="random") for t in specs if t.split == "validation"]
 
 
+def _check_samples_budget(checked: CheckedRun, fail) -> CheckedRun:
+    """A ``budget.max_samples`` that cannot pay for the source models and one candidate would
+    spend the run on its references; it is known before start, so it is refused here."""
+    limit = checked.config.budget.max_samples
+    if limit is None:
+        return checked
+    from evolve.runner import reference_recipes
+
+    per = checked.samples_per_evaluation
+    references = len(reference_recipes(checked.space))
+    first = per[Fidelity.LOW if checked.config.fidelity is not None else Fidelity.FULL]
+    needed = references * per[Fidelity.FULL] + first
+    if limit < needed:
+        raise fail(("budget", "max_samples"), f"{limit} samples do not pay for the {references} source models "
+                                              f"scored once beside the search ({references} x {per[Fidelity.FULL]})"
+                                              f" and one candidate ({first}): give at least {needed}")
+    return checked
+
+
 # -- scoring ------------------------------------------------------------------------------
 
 
@@ -323,6 +360,12 @@ def _scoring(config: RunConfig, needs_zoo: bool, fail) -> Scoring:
             data.write_tasks(Path(tmp) / "tasks")  # the zoo's own task files, written as the build would
             checked = dataclasses.replace(settings, include_path=(str(Path(tmp) / "tasks"),))
         runner = TaskRunner(checked)
+
+        def size(spec: TaskSpec) -> int:
+            """Documents ``spec`` scores (each one sample score)."""
+            documents = runner.documents(spec)
+            return len(runner.task(spec).eval_docs) if documents is None else len(documents)
+
         for spec in specs:
             index = next(i for i, t in enumerate(config.tasks) if t.name == spec.name)
             try:
@@ -332,12 +375,12 @@ def _scoring(config: RunConfig, needs_zoo: bool, fail) -> Scoring:
                 attr = head.rsplit("].", 1)[1] if "]." in head else "name"
                 raise fail(("tasks", index, attr), message) from None
         for spec in low or []:
-            full = next(t for t in specs if t.name == spec.name and t.split == "validation")
-            documents = runner.documents(full)
-            size = len(runner.task(full).eval_docs) if documents is None else len(documents)
-            if spec.limit >= size:
-                raise fail(("fidelity", "low_limit"), f"{spec.limit} documents is not below the {size} that "
+            full = size(next(t for t in specs if t.name == spec.name and t.split == "validation"))
+            if spec.limit >= full:
+                raise fail(("fidelity", "low_limit"), f"{spec.limit} documents is not below the {full} that "
                                                       f"'{spec.name}' scores at full fidelity")
-            runner.prepare([spec])
-    return Scoring(settings.to_dict(), tuple(t.to_dict() for t in specs),
+        samples = {Fidelity.FULL: sum(size(t) for t in specs)}
+        if low is not None:
+            samples[Fidelity.LOW] = sum(size(t) for t in low)
+    return Scoring(settings.to_dict(), tuple(t.to_dict() for t in specs), samples,
                    None if low is None else tuple(t.to_dict() for t in low))

@@ -63,6 +63,17 @@ def complete_evaluations(store: Store, run_id: str) -> dict[str, EvaluationRecor
     return {e.candidate_id: e for e in store.list_evaluations(run_id, EvaluationStatus.COMPLETE)}
 
 
+def samples_used(evaluations: Iterable[EvaluationRecord]) -> int:
+    """Documents scored by a run's evaluations (every fidelity and kind): what
+    ``budget.max_samples`` counts. A failed evaluation records none, so it counts 0."""
+    return sum(e.samples_scored or 0 for e in evaluations)
+
+
+def samples_cell(used: int, budget: int | None) -> str:
+    """``used/budget samples`` for the tables, or nothing when the run has no ``max_samples``."""
+    return f"{used}/{budget} samples" if budget else ""
+
+
 def recipe_rows(recipe: dict[str, Any]) -> list[dict[str, Any]]:
     """A recipe's values as rows: model, parameter, tensor-kind filter, and values per layer group.
 
@@ -96,28 +107,32 @@ def recipe_rows(recipe: dict[str, Any]) -> list[dict[str, Any]]:
 
 # -- runs ------------------------------------------------------------------------------------------
 def runs_data(store: Store) -> list[dict[str, Any]]:
-    """One row per run: id, name, status, budget used, best fitness, created, last heartbeat."""
+    """One row per run: id, name, status, budget used (evaluations, samples), best fitness,
+    created, last heartbeat."""
     return [run_row(store, run) for run in store.list_runs()]
 
 
 def run_row(store: Store, run: Any, candidates: list[CandidateRecord] | None = None,
             evaluations: list[EvaluationRecord] | None = None) -> dict[str, Any]:
     """`runs_data`'s row of one run (from already fetched candidates and evaluations of every
-    fidelity, if given). Budget used counts candidates with any complete evaluation; the best
-    is taken from full-fidelity results."""
+    fidelity, if given). Budget used counts candidates with any complete evaluation, samples
+    used every evaluation's documents (`samples_used`); the best is taken from full-fidelity
+    results."""
     candidates = store.list_candidates(run.id) if candidates is None else candidates
     evaluations = store.list_evaluations(run.id, fidelity=None) if evaluations is None else evaluations
     searched = {c.id for c in candidates if c.kind == CandidateKind.SEARCH}
     used = len({e.candidate_id for e in evaluations if e.status == EvaluationStatus.COMPLETE and e.candidate_id in searched})
+    samples = samples_used(evaluations)
     evaluations = [e for e in evaluations if e.fidelity == Fidelity.FULL]
     complete = [e for e in evaluations if e.status == EvaluationStatus.COMPLETE]
     fitness = [e.fitness for e in complete if e.candidate_id in searched and _num(e.fitness) is not None]
     validation = [v for e in complete if _num(v := (e.scores or {}).get("validation")) is not None]
-    budget = (run.config.get("budget") or {}).get("max_evaluations")
+    budget = run.config.get("budget") or {}
     return {"id": run.id, "name": run.name, "status": run.status.value,
             "created": _iso(run.created_at), "last_heartbeat": _iso(run.heartbeat_at),
-            "evaluations": len(evaluations), "budget_used": used,
-            "budget": budget, "best_fitness": max(fitness) if fitness else None,
+            "evaluations": len(evaluations), "budget_used": used, "budget": budget.get("max_evaluations"),
+            "samples_used": samples, "samples_budget": budget.get("max_samples"),
+            "best_fitness": max(fitness) if fitness else None,
             "best_validation": max(validation) if validation else None}
 
 
@@ -131,6 +146,7 @@ def print_runs(store: Store, fmt: str = "table") -> list[dict[str, Any]]:
         table.add_column(col, justify="right" if col in ("budget used", "best fitness") else "left")
     for row in rows:
         used = f"{row['budget_used']}/{row['budget']}" if row["budget"] else str(row["budget_used"])
+        used = " · ".join(filter(None, [used, samples_cell(row["samples_used"], row["samples_budget"])]))
         table.add_row(row["id"], row["name"], row["status"], used, _fmt(row["best_fitness"]), row["created"],
                       row["last_heartbeat"] or "—")
     console.print(table)
@@ -147,7 +163,8 @@ def _merge_estimate(evaluations: list[EvaluationRecord], worker: str) -> float:
 
 def status_data(store: Store, run_id: str, candidates: list[CandidateRecord] | None = None,
                 evaluations: list[EvaluationRecord] | None = None) -> dict[str, Any]:
-    """Progress of one run: done/budget, best so far, rate, ETA, failures and each worker's state.
+    """Progress of one run: done/budget, samples used/``max_samples``, best so far, rate, ETA,
+    failures and each worker's state.
 
     A worker is busy while it holds a RUNNING evaluation; it counts as ``merging`` until that
     evaluation is older than the worker's median merge time, then ``evaluating`` (``evaluating
@@ -169,7 +186,8 @@ def status_data(store: Store, run_id: str, candidates: list[CandidateRecord] | N
               and _num((e.scores or {}).get("validation")) is not None]
     top = max(ranked, key=lambda e: e.scores["validation"], default=None)  # first of equals, as the leaderboard
     best = None if top is None else {"id": top.candidate_id, "fitness": top.scores["validation"]}
-    budget = (run.config.get("budget") or {}).get("max_evaluations")
+    limits = run.config.get("budget") or {}
+    budget = limits.get("max_evaluations")
     finished = [e.finished_at for e in done if e.finished_at is not None]
     rate = eta = None
     if len(finished) >= 2:
@@ -194,14 +212,16 @@ def status_data(store: Store, run_id: str, candidates: list[CandidateRecord] | N
             row.update(candidate=current.candidate_id, seconds=round(age, 1), state=state)
         workers.append(row)
     return {"run": run.id, "name": run.name, "status": run.status.value, "evaluations_done": len(done),
-            "budget": budget, "best": best,
+            "budget": budget, "samples_used": samples_used(evaluations), "samples_budget": limits.get("max_samples"),
+            "best": best,
             "evaluations_per_hour": rate, "eta_seconds": eta, "failures": len(failures),
             "last_heartbeat": _iso(run.heartbeat_at), "error": run.error, "workers": workers}
 
 
 def status_renderable(data: dict[str, Any]) -> Table:
+    samples = samples_cell(data["samples_used"], data["samples_budget"])
     head = (f"run {data['run']} ({data['name']}) · {data['status']} · {data['evaluations_done']}"
-            f"/{data['budget'] or '∞'} evaluations · best "
+            f"/{data['budget'] or '∞'} evaluations{' · ' + samples if samples else ''} · best "
             f"{_fmt(data['best']['fitness']) + ' (' + data['best']['id'] + ')' if data['best'] else '—'}")
     rate = data["evaluations_per_hour"]
     eta = data["eta_seconds"]

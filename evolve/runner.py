@@ -7,7 +7,7 @@ from pathlib import Path
 
 from evolve.config import RunConfig
 from evolve.heartbeat import GRACE_SECONDS, DriverHeartbeat
-from evolve.loop import LoopStats, RunFailed, SearchLoop
+from evolve.loop import LoopStats, RunFailed, SampleBudget, SearchLoop
 from evolve.pool import WorkerPool, WorkerSpec, WorkerStartError, connect
 from evolve.preflight import ZOO_PREFIX, CheckedRun, build_strategy, check_run
 from evolve.store import Store
@@ -72,6 +72,8 @@ def execute(store: Store, run_id: str, checked: CheckedRun, *, resume: bool, pro
     config, space = checked.config, checked.space
     strategy = build_strategy(config, space)
     max_seconds = config.budget.max_minutes * 60 if config.budget.max_minutes else None
+    max_samples = config.budget.max_samples
+    sample_budget = None if max_samples is None else SampleBudget(max_samples, checked.samples_per_evaluation)
     pool = None
     loop: SearchLoop | None = None
     heartbeat = DriverHeartbeat(store, run_id, evaluations=lambda: loop.running_evaluations if loop else ())
@@ -82,7 +84,7 @@ def execute(store: Store, run_id: str, checked: CheckedRun, *, resume: bool, pro
             loop = SearchLoop(store, run_id, space, strategy, pool, config.budget.max_evaluations, max_seconds,
                               max_retries=config.resources.max_retries, progress=progress,
                               references=reference_recipes(space), fail_fast=config.fail_fast,
-                              fidelity=config.fidelity)
+                              fidelity=config.fidelity, sample_budget=sample_budget)
             pending = []
             if resume:
                 # The driver that owned this run is gone (or overridden with --force), so none

@@ -35,7 +35,9 @@ def test_good_config_loads_with_defaults(tmp_path):
 
 @pytest.mark.parametrize("old, new, expected", [
     ("layer_groups: 4", "layer_groups: 0", "run.yaml:7: space.layer_groups: Input should be greater than or equal to 1"),
-    ("budget: {max_evaluations: 10}", "budget: {}", "run.yaml:12: budget: give max_evaluations and/or max_minutes"),
+    ("budget: {max_evaluations: 10}", "budget: {}", "run.yaml:12: budget: give max_evaluations, max_minutes and/or max_samples"),
+    ("budget: {max_evaluations: 10}", "budget: {max_samples: 0}",
+     "run.yaml:12: budget.max_samples: Input should be greater than or equal to 1"),
     ("  - {name: zoo_target, weight: 1.0, limit: 20}", "  - {name: zoo_target, wieght: 1.0}",
      "run.yaml:14: tasks.0.wieght: unknown field"),
     ("strategy: {name: cma, seed: 1}", "strategy: {name: cma, seed: -1}", "run.yaml:11: strategy.seed"),
@@ -45,6 +47,17 @@ def test_errors_name_field_and_line(tmp_path, old, new, expected):
         load_config(write(tmp_path, GOOD.replace(old, new)))
     assert str(info.value).startswith(str(tmp_path / expected.split(":")[0]))
     assert expected.split(":", 1)[1] in str(info.value)
+
+
+@pytest.mark.parametrize("budget", [
+    {"max_evaluations": 10}, {"max_minutes": 5}, {"max_samples": 500}, {"max_evaluations": 10, "max_samples": 500},
+    {"max_minutes": 5, "max_samples": 500}, {"max_evaluations": 10, "max_minutes": 5, "max_samples": 500},
+])
+def test_any_combination_of_budget_limits_is_accepted(tmp_path, budget):
+    import json
+
+    config = load_config(write(tmp_path, GOOD.replace("budget: {max_evaluations: 10}", f"budget: {json.dumps(budget)}")))
+    assert config.budget.model_dump(exclude_none=True) == budget
 
 
 def test_cli_run_with_bad_config_exits_2_with_one_line(tmp_path, capsys):

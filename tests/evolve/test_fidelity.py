@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 
 import pytest
 import ray
@@ -18,7 +20,10 @@ from evolve.config import RunConfig
 from evolve.preflight import check_run
 from evolve.store import Fidelity, Store
 from evolve.store.records import EvaluationStatus, RunStatus
+from search_spaces.recipe import Recipe
 from tests.fixtures.run_configs import config_dict
+from workers.analytic_fidelity import AnalyticFidelityScorer
+from workers.outcome import EvalOutcome, EvalRequest
 
 pytestmark = pytest.mark.slow
 
@@ -218,6 +223,217 @@ def test_a_run_killed_mid_way_resumes_and_loses_or_repeats_nothing(family, tmp_p
     assert replayed.num_told == 24
 
 
+# -- the sample budget ------------------------------------------------------------------------------
+REFERENCES = 3 * 20  # base and both sources, scored once in full: 20 questions each
+LOW, FULL = FIDELITY["low_limit"], 20
+
+
+def samples_config(family, max_samples: int, **overrides) -> dict:
+    """A multi-fidelity run whose only limit is ``max_samples``."""
+    return config_dict(family, fidelity=FIDELITY, budget={"max_evaluations": None, "max_samples": max_samples},
+                       **overrides)
+
+
+class Killed(Exception):
+    """The driver dies (as with kill -9) right after the strategy is told, before the tell is saved."""
+
+
+class DyingStore(Store):
+    """A store whose driver dies at the first tell ``dies_at(store, run_id, tell)`` picks; that
+    tell, lost with it, is kept as ``lost_tell``."""
+
+    def __init__(self, url: str, dies_at) -> None:
+        super().__init__(url)
+        self.dies_at = dies_at
+        self.lost_tell: dict | None = None
+
+    def save_snapshot(self, run_id, state):
+        if self.lost_tell is None and self.dies_at(self, run_id, state):
+            self.lost_tell = dict(state)
+            raise Killed
+        return super().save_snapshot(run_id, state)
+
+
+def test_a_sample_budget_stops_within_it_and_counts_every_evaluation(local_ray, family, tmp_path, monkeypatch):
+    """References, low and full rows all count; asks and promotions stop when the next one would
+    not fit, so the run ends within the budget, less than one low evaluation short of it."""
+    import io
+
+    from rich.console import Console
+
+    from evolve import report
+    from evolve.report import print_runs, run_row, status_data, status_renderable
+
+    budget = REFERENCES + 200
+    store = Store(f"sqlite:///{tmp_path / 'runs.db'}")
+    outcome = runner.start(store, check_run(RunConfig.model_validate(samples_config(family, budget))), progress=False)
+    rows = store.list_evaluations(outcome.run_id, fidelity=None)
+    assert all(e.status == EvaluationStatus.COMPLETE for e in rows)
+    assert all(e.samples_scored == (LOW if e.fidelity == Fidelity.LOW else FULL) for e in rows)
+    used = sum(e.samples_scored for e in rows)
+    assert budget - LOW < used <= budget
+    assert outcome.stats.samples_scored == used and outcome.stats.promoted > 0
+    searched = {c.id for c in store.list_candidates(outcome.run_id, kind="search")}
+    tells = [s.state for s in store.list_snapshots(outcome.run_id)]
+    assert sorted(t["candidate"] for t in tells) == sorted(searched)  # each told once, none lost
+    status, row = status_data(store, outcome.run_id), run_row(store, store.get_run(outcome.run_id))
+    assert (status["samples_used"], status["samples_budget"]) == (row["samples_used"], row["samples_budget"]) == (
+        used, budget)
+    assert f"{used}/{budget} samples" in status_renderable(status).title
+    monkeypatch.setattr(report, "console", Console(file=io.StringIO(), width=200))
+    print_runs(store)
+    assert f"{used}/{budget} samples" in report.console.file.getvalue()
+
+
+def test_a_run_on_a_sample_budget_resumes_counting_the_samples_already_scored(local_ray, family, tmp_path):
+    """The driver dies mid-run with evaluations in flight; resume counts what the store holds,
+    re-dispatches what was in flight (its stale rows scored nothing), and still ends within budget."""
+    from evolve.loop import SearchLoop
+    from evolve.preflight import build_strategy
+
+    budget = REFERENCES + 300
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    checked = check_run(RunConfig.model_validate(samples_config(family, budget)))
+    dying = DyingStore(url, lambda store, run_id, state: state["told"] == 8)
+    with pytest.raises(Killed):
+        runner.start(dying, checked, progress=False)
+    store = Store(url)
+    (run,) = store.list_runs()
+    before = store.list_evaluations(run.id, fidelity=None)
+    assert any(e.status == EvaluationStatus.RUNNING for e in before)  # in flight when it died
+    assert REFERENCES < sum(e.samples_scored or 0 for e in before) < budget - FULL  # what resume must count
+    outcome = runner.resume(store, run.id, force=True, progress=False)
+    rows = store.list_evaluations(run.id, fidelity=None)
+    assert any(e.status == EvaluationStatus.STALE for e in rows) and len(rows) > len(before)
+    complete = [e for e in rows if e.status == EvaluationStatus.COMPLETE]
+    assert len({(e.candidate_id, e.fidelity) for e in complete}) == len(complete)  # nothing scored twice
+    used = sum(e.samples_scored or 0 for e in rows)
+    assert budget - LOW < used <= budget and outcome.stats.samples_scored == used
+    # The lost tell is told again as the dead driver told it: a low result is not promoted anew.
+    (again,) = [s.state for s in store.list_snapshots(run.id) if s.state["candidate"] == dying.lost_tell["candidate"]]
+    assert again["fidelity"] == dying.lost_tell["fidelity"]
+    assert {e.fidelity for e in rows if e.candidate_id == again["candidate"]} <= {Fidelity(again["fidelity"]), Fidelity.LOW}
+    replayed = SearchLoop(store, run.id, checked.space, build_strategy(checked.config, checked.space), None, None,
+                          None, progress=False, fidelity=checked.config.fidelity)
+    assert replayed.replay() == [] and replayed.stats.samples_scored == used
+
+
+# -- a full evaluation that fails after a successful low one -----------------------------------------
+class FullFails:
+    """The analytic scorer at two fidelities, where the first merge scored in full fails (a
+    failed outcome), the second kills its worker on every attempt (lost), and the rest succeed.
+    Source models (linear recipes) always succeed. A ledger file keeps the order across workers."""
+
+    def __init__(self, low_limit: int, ledger: str) -> None:
+        self.scorer = AnalyticFidelityScorer(low_limit)
+        self.ledger = Path(ledger)
+
+    def evaluate(self, request: Recipe | EvalRequest) -> EvalOutcome:
+        request = EvalRequest.of(request)
+        if request.fidelity == Fidelity.FULL and request.recipe.merge_method != "linear":
+            seen = self.ledger.read_text().split() if self.ledger.exists() else []
+            if request.recipe.hash not in seen:
+                self.ledger.write_text("\n".join([*seen, request.recipe.hash]))
+                seen.append(request.recipe.hash)
+            order = seen.index(request.recipe.hash)
+            if order == 0:
+                return EvalOutcome.failed("oom", "out of memory at full fidelity")
+            if order == 1:
+                os._exit(1)
+        return self.scorer.evaluate(request)
+
+
+def full_fails_loop(family, store: Store, ledger: Path, pool: bool = True):
+    """A one-worker loop (results in ask order), half the low results promoted, one retry."""
+    from evolve.loop import SearchLoop
+    from evolve.pool import WorkerPool, WorkerSpec
+    from evolve.preflight import build_strategy
+
+    config = config_dict(family, fidelity={"low_limit": LOW, "promote_fraction": 0.5},
+                         budget={"max_evaluations": 14}, resources={"workers": 1, "max_retries": 1})
+    checked = check_run(RunConfig.model_validate(config))
+    if not store.list_runs():
+        store.create_run("full-fails", checked.config.model_dump(mode="json"), seed=3)
+    (run,) = store.list_runs()
+    strategy = build_strategy(checked.config, checked.space)
+    spec = WorkerSpec("tests.evolve.test_fidelity:FullFails", {"low_limit": LOW, "ledger": str(ledger)})
+    workers = WorkerPool(1, spec) if pool else None
+    return SearchLoop(store, run.id, checked.space, strategy, workers, 14, None, max_retries=1, progress=False,
+                      references=runner.reference_recipes(checked.space), fidelity=checked.config.fidelity)
+
+
+def by_candidate(store: Store, run_id: str) -> dict[str, dict[Fidelity, list]]:
+    out: dict[str, dict[Fidelity, list]] = {}
+    for e in store.list_evaluations(run_id, fidelity=None):
+        out.setdefault(e.candidate_id, {}).setdefault(e.fidelity, []).append(e)
+    return out
+
+
+def test_a_failed_full_evaluation_is_told_the_low_result(local_ray, family, tmp_path):
+    """A promoted candidate whose full evaluation fails (a failed outcome, or lost on every
+    retry) is told its low result; the full row stays FAILED, never ranks, and replays the same."""
+    from evolve.report import leaderboard_data
+
+    store = Store(f"sqlite:///{tmp_path / 'runs.db'}")
+    loop = full_fails_loop(family, store, tmp_path / "ledger")
+    told = []
+    tell = loop.strategy.tell
+    loop.strategy.tell = lambda cid, result: (told.append(result), tell(cid, result))[1]
+    stats = loop.run()
+    loop.pool.shutdown()
+    run_id = loop.run_id
+    rows = by_candidate(store, run_id)
+    tells = [s.state for s in store.list_snapshots(run_id)]
+    assert len(tells) == len(told) == 14
+    fates = set()
+    for tell_state, result in zip(tells, told, strict=True):
+        row = rows[tell_state["candidate"]]
+        (low,) = row[Fidelity.LOW]
+        full = row.get(Fidelity.FULL, [])
+        if any(e.status == EvaluationStatus.COMPLETE for e in full):
+            fates.add("ok")
+            assert (tell_state["fidelity"], result.fitness) == ("full", full[-1].fitness)
+            continue
+        if full:  # promoted, and its full evaluation failed: told the low result, as a success
+            kinds = {e.error_kind for e in full}
+            fates.add("lost" if kinds == {"worker_lost"} else "failed")
+            assert all(e.status == EvaluationStatus.FAILED for e in full)
+            assert len(full) == (2 if kinds == {"worker_lost"} else 1)  # a lost one is retried once
+        assert (tell_state["fidelity"], result.failed, result.fitness) == ("low", False, low.fitness)
+    assert fates == {"ok", "failed", "lost"}
+    assert stats.evaluations == 14 and stats.failures >= 2
+    ranked = {c["id"] for c in leaderboard_data(store, run_id)["candidates"]}
+    assert ranked == {t["candidate"] for t in tells if t["fidelity"] == "full"}  # full results only
+    replayed = full_fails_loop(family, store, tmp_path / "ledger", pool=False)
+    assert replayed.replay() == []
+    assert replayed.strategy.state() == loop.strategy.state()
+
+
+def test_a_driver_dying_before_it_saved_a_failed_full_tell_tells_the_low_result_on_resume(
+        local_ray, family, tmp_path):
+    """The tell of a failed full evaluation is lost with the driver: replay finds the candidate
+    finished but untold, and tells it what the live loop did, its low result."""
+
+    def failed_full(store: Store, run_id: str, state: dict) -> bool:
+        full = by_candidate(store, run_id).get(state["candidate"], {}).get(Fidelity.FULL, [])
+        return any(e.error_kind == "oom" for e in full)
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    dying = DyingStore(url, failed_full)
+    loop = full_fails_loop(family, dying, tmp_path / "ledger")
+    with pytest.raises(Killed):
+        loop.run()
+    loop.pool.shutdown()
+    assert dying.lost_tell["fidelity"] == "low"  # what the live loop told
+    store = Store(url)
+    saved = len(store.list_snapshots(loop.run_id))
+    replayed = full_fails_loop(family, store, tmp_path / "ledger", pool=False)
+    assert replayed.replay() == []  # the one worker had nothing else in flight
+    (late,) = [s.state for s in store.list_snapshots(loop.run_id)][saved:]
+    assert late == dying.lost_tell
+    assert replayed.strategy.state() == loop.strategy.state()  # told as the dead driver had
+
+
 # -- the config and pre-flight ----------------------------------------------------------------------
 @pytest.mark.parametrize("fidelity, expected", [
     ({"low_limit": 0}, r"fidelity\.low_limit: Input should be greater than or equal to 1"),
@@ -238,6 +454,27 @@ def test_fidelity_mistakes_are_one_line(family, tmp_path, capsys, fidelity, expe
     assert len(err) == 1 and err[0].startswith(f"error: {path}:"), err
     assert re.search(expected, err[0]), err[0]
     assert not (tmp_path / "runs.db").exists()
+
+
+@pytest.mark.parametrize("fidelity, max_samples, expected", [
+    (FIDELITY, REFERENCES + LOW - 1, r"budget\.max_samples: 64 samples do not pay for the 3 source models scored once "
+                                     r"beside the search \(3 x 20\) and one candidate \(5\): give at least 65"),
+    (None, REFERENCES + FULL - 1, r"budget\.max_samples: 79 samples .* and one candidate \(20\): give at least 80"),
+])
+def test_a_sample_budget_below_the_references_and_one_candidate_is_one_line(
+        family, tmp_path, capsys, fidelity, max_samples, expected):
+    import re
+
+    from evolve.cli import main
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config_dict(family, fidelity=fidelity, budget={"max_samples": max_samples})))
+    assert main(["run", str(path), "--quiet", "--store", f"sqlite:///{tmp_path / 'runs.db'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {path}:"), err
+    assert re.search(expected, err[0]), err[0]
+    assert not (tmp_path / "runs.db").exists()
+    check_run(RunConfig.model_validate(config_dict(family, fidelity=fidelity, budget={"max_samples": max_samples + 1})))
 
 
 def test_m2n2_is_refused_with_fidelity(family, tmp_path):
@@ -299,6 +536,19 @@ def test_the_real_scorer_scores_the_low_tasks_at_low_fidelity(family, tasks_dir)
     assert {s: {t: len(v) for t, v in tasks.items()} for s, tasks in full.samples.items()} == {
         "validation": {"syn_gen": 12, "syn_mc": 8}, "test": {"syn_gen": 4, "syn_mc": 4}}
     assert (low.samples_scored, full.samples_scored) == (8, 28)
+    assert checked.samples_per_evaluation == {Fidelity.LOW: 8, Fidelity.FULL: 28}  # pre-flight's count agrees
+
+
+def test_a_sample_budget_below_what_the_references_score_is_refused(family, tasks_dir):
+    """Counted from the loaded tasks: 3 references x 28 documents (validation and test), and one
+    candidate's low evaluation (4 documents of each of the 2 validation tasks)."""
+    from search_spaces.errors import UserError
+
+    config = lm_eval_config(family, tasks_dir, low_limit=4)
+    with pytest.raises(UserError, match=r"budget\.max_samples: 91 samples .* \(3 x 28\) and one candidate \(8\)"):
+        check_run(RunConfig.model_validate({**config, "budget": {"max_samples": 91}}))
+    assert check_run(RunConfig.model_validate({**config, "budget": {"max_samples": 92}})).samples_per_evaluation[
+        Fidelity.FULL] == 28
 
 
 @pytest.mark.parametrize("low_limit, expected", [
