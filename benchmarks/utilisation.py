@@ -40,7 +40,7 @@ def run_config(family: list[Path], args) -> dict:
 
     return config_dict(
         family, name="utilisation",
-        strategy={"name": "cma", "seed": args.seed, "settings": {"popsize": args.popsize}},
+        strategy={"name": "cma", "seed": args.seed, "settings": {"popsize": args.popsize}, "seeds": args.initial},
         budget={"max_evaluations": args.evaluations},
         evaluation={"engine_kwargs": {"delay": args.delay, "delay_jitter": args.jitter}},
         # the workers only sleep: a fraction of a CPU each lets 4 of them share 2 cores
@@ -106,6 +106,9 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.5, help="shortest candidate, seconds")
     parser.add_argument("--jitter", type=float, default=1.0, help="added to the shortest, times u in [0, 1]")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--initial", default="auto", choices=["auto", "none"],
+                        help="strategy.seeds; with auto, CMA-ES asks nothing until every seed is back")
+    parser.add_argument("--name", default="utilisation", help="stem of the JSON and PNG files")
     parser.add_argument("--out", type=Path, default=Path("benchmarks") / "results")
     args = parser.parse_args()
 
@@ -130,11 +133,11 @@ def main() -> None:
     ratio = results["steady-state"]["busy_fraction"] / results["generation barrier"]["busy_fraction"]
     console.print(f"busy ratio steady-state / barrier: {ratio:.2f}x")
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "workers": args.workers,
-              "evaluations": args.evaluations, "popsize": args.popsize, "delay": args.delay, "jitter": args.jitter,
+              "evaluations": args.evaluations, "popsize": args.popsize, "seeds": args.initial, "delay": args.delay, "jitter": args.jitter,
               "busy_ratio": ratio, "drivers": results}
-    (args.out / "utilisation.json").write_text(json.dumps(report, indent=2))
-    plot(report, args.out / "utilisation.png")
-    console.print(f"results: {args.out / 'utilisation.json'}, {args.out / 'utilisation.png'}")
+    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2))
+    plot(report, args.out / f"{args.name}.png")
+    console.print(f"results: {args.out / f'{args.name}.json'}, {args.out / f'{args.name}.png'}")
 
 
 def plot(report: dict, path: Path) -> None:
