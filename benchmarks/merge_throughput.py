@@ -4,7 +4,9 @@ Generates (once, cached in ``--dir``) a synthetic multi-shard bfloat16 Llama fam
 parameters per model (400 MiB shards), then merges it with each recipe in a fresh subprocess
 per tool, so every peak RSS is that run's own. Both tools run on the CPU with the same number
 of threads and write safetensors shards of the same size to the same disk. Throughput is
-input bytes read per second of wall time (each input tensor is read once by both tools).
+input bytes read per second of wall time (each input tensor is read once by both tools);
+each run also records its CPU seconds (user + system, all threads), which a shared
+machine's load disturbs less than wall time.
 
 The machine's limit is measured in the same script, also in a subprocess: a plain read of
 the same input files plus a plain write of as many bytes as the merged model has, in 64 MiB
