@@ -31,7 +31,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/merge_throughput.py
 	$(PY) benchmarks/candidate_switch.py --shape small
 	$(PY) benchmarks/utilisation.py
-	$(PY) benchmarks/peer_mergekit_evolve.py --seeds 0 1 --evaluations 18
+	$(PY) benchmarks/peer_mergekit_evolve.py --config examples/zoo_kind.yaml --seeds 0 1 --evaluations 54 \
+		--name peer_kind_pair_bench --tools mergekit-evolve evolve evolve:random
 
 clean:
 	rm -rf $(VENV) runs out
