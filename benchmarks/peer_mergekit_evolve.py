@@ -369,7 +369,9 @@ def main() -> None:
     parser.add_argument("--replot", type=Path, help="only draw the PNG again from this JSON of an earlier run")
     args = parser.parse_args()
     if args.replot:
-        plot(json.loads(args.replot.read_text()), args.replot.with_suffix(".png"))
+        result = json.loads(args.replot.read_text())
+        plot(result, args.replot.with_suffix(".png"))
+        args.replot.with_suffix(".md").write_text(markdown(result))
         return
     variants = {tool: Variant.parse(tool) for tool in args.tools if tool != "mergekit-evolve"}
 
@@ -421,7 +423,8 @@ def main() -> None:
     console.print(table)
     console.print(f"target fitness: {result['target']:.3f}")
     plot(result, args.out / f"{args.name}.png")
-    console.print(f"results: {args.out / f'{args.name}.json'}, {args.out / f'{args.name}.png'}")
+    (args.out / f"{args.name}.md").write_text(markdown(result))
+    console.print(f"results: {args.out / args.name}.json, .png and .md")
 
 
 def report(args, base, runs: dict[str, list[dict]], marks: list[int]) -> dict:
@@ -450,6 +453,25 @@ def report(args, base, runs: dict[str, list[dict]], marks: list[int]) -> dict:
             "runs": {tool: [{**r, "evaluations": [{k: v for k, v in e.items() if k != "config"}
                                                   for e in r["evaluations"]]} for r in rs]
                      for tool, rs in runs.items()}}
+
+
+def markdown(result: dict) -> str:
+    """The result as a markdown table, for benchmarks/README.md."""
+    marks = [int(k) for k in next(iter(result["tools"].values()))["validation"]]
+    head = ["tool", *[f"val @{k}" for k in marks], *[f"test @{k}" for k in marks],
+            f"candidates to {result['target']:.3f} (reached)", "documents to target", "wall s / run"]
+    lines = [f"{Path(result['config']).name}, {result['date']}: mean ± std over {len(result['seeds'])} seeds, "
+             f"budget {result['budget']} candidates, {result['workers']} workers", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for tool, row in result["tools"].items():
+        reached = [c for c in row["to_target"] if c is not None]
+        count = f"({len(reached)}/{len(row['to_target'])})"
+        lines.append("| " + " | ".join([
+            tool, *[mean_std(row["validation"][str(k)]) for k in marks], *[mean_std(row["test"][str(k)]) for k in marks],
+            f"{statistics.mean(c for c, _ in reached):.1f} {count}" if reached else f"- {count}",
+            f"{statistics.mean(d for _, d in reached):.0f}" if reached else "-",
+            f"{statistics.mean(row['seconds']):.0f}"]) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(result: dict, path: Path) -> None:
