@@ -156,9 +156,9 @@ def peer_tasks(config, split: str) -> list[dict]:
 
 
 def run_peer(python: Path, config, zoo: Path, seed: int, budget: int, workers: int, work: Path) -> dict:
+    """One mergekit-evolve search; returns its evaluations (score, config) in order and wall time."""
     from workers.zoo.catalog import model_depth
 
-    """One mergekit-evolve search; returns its evaluations (score, config) in order and wall time."""
     limits = {t.limit for t in config.tasks}
     if len(limits) != 1:
         raise SystemExit("mergekit-evolve has one document limit for all tasks; the config has several")
