@@ -3,7 +3,8 @@
 Tensors are read one at a time (the next one is read while the current one merges), merged,
 and streamed into pre-laid-out shards in a temporary folder beside the destination. Only a
 complete directory is renamed into place, so a crash or a bad input never leaves a
-half-written model, and peak memory is a few tensors, not a model.
+half-written model, and peak memory is a few tensors, not a model. Inputs and outputs live
+in buffers reused from tensor to tensor (`BufferPool`), not in fresh memory each time.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from search_spaces.errors import UserError
 from search_spaces.recipe import Recipe
 from workers.checkpoint import TOKENIZER_FILES
 from workers.plan import MergePlan, TensorMerge, execute, open_checkpoints, plan_merge
-from workers.safetensors_io import OutputTensor, ShardedWriter
+from workers.safetensors_io import BufferPool, OutputTensor, ShardedWriter
 
 DEFAULT_SHARD_BYTES = 2 * 2**30
 COPIED_FILES = ("generation_config.json",)
@@ -56,7 +57,7 @@ def merge_to_disk(recipe: Recipe, out: str | Path, *, max_shard_bytes: int = DEF
     plan = plan_merge(recipe, checkpoints)
     readers = {path: ckpt.reader() for path, ckpt in checkpoints.items()}
     try:
-        tensors = _stream_merges(plan, lambda ref: readers[ref.model].read(ref.name))
+        tensors = _stream_merges(plan, lambda ref, pool: readers[ref.model].read(ref.name, pool))
         return write_model_dir(plan, out, tensors, max_shard_bytes=max_shard_bytes, progress=progress,
                                overwrite=overwrite, card=card, extra_files=extra_files)
     finally:
@@ -64,21 +65,29 @@ def merge_to_disk(recipe: Recipe, out: str | Path, *, max_shard_bytes: int = DEF
             reader.close()
 
 
-def _stream_merges(plan: MergePlan, read: Callable[[Any], torch.Tensor],
+def _stream_merges(plan: MergePlan, read: Callable[[Any, BufferPool], torch.Tensor],
                    threads: int | None = None) -> Iterator[tuple[TensorMerge, torch.Tensor]]:
     """Merged tensors in plan order, computed by a few threads ahead of the writer.
 
     Each thread reads one merge's inputs and merges them with single-threaded torch ops;
     at most ``threads`` merges are in flight, which bounds memory to a few tensors.
     On few cores this beats torch's own intra-op threads on these element-wise kernels,
-    and it overlaps reading, merging and writing.
+    and it overlaps reading, merging and writing. ``read(ref, buffers)`` reads into a buffer
+    of ``buffers``; inputs go back to it once merged, a yielded tensor once the consumer
+    asks for the next one (it has been written by then).
     """
     threads = threads or max(1, min(4, os.cpu_count() or 1))
+    buffers = BufferPool()
 
     def job(merge: TensorMerge) -> torch.Tensor:
-        inputs = [read(r) for r in merge.inputs]
-        base = read(merge.base) if merge.base else None
-        return execute(merge, plan.method, inputs, base)
+        inputs = [read(r, buffers) for r in merge.inputs]
+        base = read(merge.base, buffers) if merge.base else None
+        out = buffers.take(merge.dtype, merge.shape) if plan.method.writes_into else None
+        merged = execute(merge, plan.method, inputs, base, out)
+        for used in (*inputs, base, out):  # passthrough returns its input: that one waits for the writer
+            if used is not None and buffers.lent(used) and not _same_memory(used, merged):
+                buffers.give(used)
+        return merged
 
     todo = iter(plan.merges)
     previous = torch.get_num_threads()
@@ -93,8 +102,14 @@ def _stream_merges(plan: MergePlan, read: Callable[[Any], torch.Tensor],
                 if following is not None:
                     ahead.append((following, pool.submit(job, following)))
                 yield merge, merged
+                if buffers.lent(merged):
+                    buffers.give(merged)
     finally:
         torch.set_num_threads(previous)
+
+
+def _same_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 def write_model_dir(plan: MergePlan, out: Path, tensors: Iterator[tuple[TensorMerge, torch.Tensor]], *,

@@ -283,12 +283,15 @@ def _plan_slices(recipe: Recipe, method: MergeMethod, checkpoints: dict[str, Che
 
 
 def execute(merge: TensorMerge, method: MergeMethod, inputs: list[torch.Tensor],
-            base: torch.Tensor | None) -> torch.Tensor:
-    """Run one planned tensor merge on already-fetched tensors (any device)."""
+            base: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Run one planned tensor merge on already-fetched tensors (any device).
+
+    ``out`` (the merge's dtype and shape) receives the result if the method `writes_into` it.
+    """
     inputs = [t.to(merge.dtype) for t in inputs]
     if base is not None:
         base = base.to(merge.dtype)
     generator = None
     if method.randomized:
         generator = torch.Generator(device=inputs[0].device).manual_seed(merge.seed)
-    return method(inputs, base, generator=generator, **merge.params)
+    return method(inputs, base, generator=generator, out=out, **merge.params)

@@ -87,11 +87,11 @@ def test_failure_mid_merge_leaves_nothing_behind(family, tmp_path, monkeypatch):
 
     read, calls = TensorReader.read, []
 
-    def failing_read(self, name):  # a disk error after some tensors were merged and written
+    def failing_read(self, name, pool=None):  # a disk error after some tensors were merged and written
         calls.append(name)
         if len(calls) > 5:
             raise OSError(f"injected read error at '{name}'")
-        return read(self, name)
+        return read(self, name, pool)
 
     monkeypatch.setattr(TensorReader, "read", failing_read)
     with pytest.raises(OSError, match="injected read error"):

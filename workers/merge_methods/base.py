@@ -12,6 +12,9 @@ A kernel looks like::
 - An argument ``generator: torch.Generator | None`` marks the method as randomized; the caller
   seeds one per tensor (on the tensors' device) so results do not depend on the order
   tensors are merged in. A variant that fixes ``generator`` (to None) is deterministic.
+- An argument ``out: torch.Tensor | None`` lets the caller pass the output's memory (a
+  reused buffer, see `workers.safetensors_io.BufferPool`); the kernel then writes the result
+  there and returns it. Other kernels allocate their output.
 - A per-model argument's default is the scalar every model gets (``density: list[float] = 1.0``);
   `MergeMethod.__call__` broadcasts it, as it does a scalar passed for a per-model parameter.
 
@@ -59,6 +62,7 @@ class MergeMethod:
     reference: str = ""
     fixed: Mapping[str, Any] = field(default_factory=dict)
     rules: MethodRules | None = None  # ranges and input contract (`search_spaces.methods`)
+    writes_into: bool = False  # the kernel takes ``out``
 
     @classmethod
     def define(
@@ -94,6 +98,8 @@ class MergeMethod:
             if arg.name == "generator":
                 randomized = True
                 continue
+            if arg.name == "out":
+                continue
             user_name = "lambda" if arg.name == "lambda_" else arg.name
             scope = _scope_of(hint, kernel.__name__, arg.name)
             default = defaults.get(user_name, arg.default)
@@ -108,7 +114,8 @@ class MergeMethod:
         rules = RULES.get(name)
         if rules is not None:
             _check_against_rules(name, params, base, rules)
-        return cls(name, kernel, tuple(params), base, randomized, reference, fixed, rules)
+        return cls(name, kernel, tuple(params), base, randomized, reference, fixed, rules,
+                   writes_into="out" in sig.parameters)
 
     def param(self, name: str) -> ParamSpec | None:
         return next((p for p in self.params if p.name == name), None)
@@ -128,11 +135,13 @@ class MergeMethod:
         base: torch.Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
+        out: torch.Tensor | None = None,
         **params: Any,
     ) -> torch.Tensor:
         """Merge one tensor. ``params`` hold resolved scalars (global) and lists (per-model).
 
-        A scalar given for a per-model parameter applies to every model.
+        A scalar given for a per-model parameter applies to every model. ``out`` is used
+        only by a kernel that `writes_into` it.
         """
         unknown = set(params) - {p.name for p in self.params}
         if unknown:
@@ -161,6 +170,8 @@ class MergeMethod:
             kwargs["base"] = base
         if self.randomized:
             kwargs["generator"] = generator
+        if self.writes_into:
+            kwargs["out"] = out
         return self.kernel(tensors, **kwargs)
 
 

@@ -23,7 +23,8 @@ from workers.merge_methods.base import (
 )
 
 
-def linear(tensors: list[torch.Tensor], *, weight: list[float], normalize: bool = True) -> torch.Tensor:
+def linear(tensors: list[torch.Tensor], *, weight: list[float], normalize: bool = True,
+           out: torch.Tensor | None = None) -> torch.Tensor:
     if not tensors:
         raise RecipeError("linear: needs at least one model")
     check_shapes("linear", tensors)
@@ -34,8 +35,11 @@ def linear(tensors: list[torch.Tensor], *, weight: list[float], normalize: bool 
                           "change the weights or set normalize: false")
     first = tensors[0]
     dtype = compute_dtype(first)
+    # dividing by a sum that is 1 in the compute dtype changes no bit: skip that pass
+    divide = normalize and torch.tensor(total, dtype=dtype).item() != 1.0
     flat = [t.reshape(-1) for t in tensors]  # (N,) each
-    out = torch.empty(first.shape, dtype=first.dtype, device=first.device)  # (*S)
+    if out is None:
+        out = torch.empty(first.shape, dtype=first.dtype, device=first.device)  # (*S)
     out_flat = out.view(-1)  # (N,)
     parts = blocks(out_flat.numel(), first.device)
     width = parts[0].stop - parts[0].start if parts else 0
@@ -46,7 +50,7 @@ def linear(tensors: list[torch.Tensor], *, weight: list[float], normalize: bool 
         acc.zero_()
         for x, w in zip(flat, weight):
             acc.add_(in_dtype(x[part], dtype, scratch), alpha=w)
-        if normalize:
+        if divide:
             acc.div_(total)
         out_flat[part].copy_(acc)
     return out

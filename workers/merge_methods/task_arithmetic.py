@@ -57,6 +57,7 @@ def task_arithmetic(
     sparsification: str | None = None,
     consensus: str | None = None,
     generator: torch.Generator | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     name = "task arithmetic" if sparsification is None else f"task arithmetic ({sparsification})"
     check_shapes(name, tensors, base)
@@ -66,7 +67,7 @@ def task_arithmetic(
         raise ValueError(f"{name}: unknown consensus '{consensus}' (known: {CONSENSUS})")
     n_models = len(tensors)
     if n_models == 0:
-        return base.clone()
+        return base.clone() if out is None else out.copy_(base)
     weight = per_model(weight, n_models, "weight")
     dtype = compute_dtype(base)
     n = base.numel()
@@ -81,8 +82,10 @@ def task_arithmetic(
                                 density=per_model(density, n_models, "density"),
                                 gamma=per_model(gamma, n_models, "gamma"),
                                 epsilon=per_model(epsilon, n_models, "epsilon"))  # (M, N)
+    summed = torch.empty(width, dtype=dtype, device=base.device)  # (B,) reused: no fresh pages per block
     w = torch.tensor(weight, dtype=dtype, device=base.device).view(n_models, 1)  # (M, 1)
-    out = torch.empty(base.shape, dtype=base.dtype, device=base.device)  # (*S)
+    if out is None:
+        out = torch.empty(base.shape, dtype=base.dtype, device=base.device)  # (*S)
     out_flat = out.view(-1)  # (N,)
     for part in parts:
         b = in_dtype(base_flat[part], dtype, scratch)  # (B,)
@@ -91,7 +94,7 @@ def task_arithmetic(
         else:
             d = deltas[:, part]  # (M, B)
         d.mul_(w)
-        merged = _combine(d, w, weight, consensus, normalize)  # (B,)
+        merged = _combine(d, w, weight, consensus, normalize, summed[: part.stop - part.start])  # (B,)
         if lambda_ != 1:
             merged.mul_(lambda_)
         out_flat[part].copy_(merged.add_(b))
@@ -126,10 +129,10 @@ def _block_deltas(tensors: list[torch.Tensor], part: slice, b: torch.Tensor, out
 
 
 def _combine(d: torch.Tensor, w: torch.Tensor, weight: list[float], consensus: str | None,
-             normalize: bool) -> torch.Tensor:
-    """(B,) the sum of the weighted deltas ``d`` (M, B), consumed, over one block."""
+             normalize: bool, out: torch.Tensor) -> torch.Tensor:
+    """(B,) the sum of the weighted deltas ``d`` (M, B), consumed, over one block, in ``out``."""
     if consensus is None:
-        merged = d.sum(dim=0)  # (B,)
+        merged = torch.sum(d, dim=0, out=out)  # (B,)
         if normalize:
             total = sum(weight)
             merged.div_(total if abs(total) >= 1e-8 else 1.0)
@@ -139,7 +142,7 @@ def _combine(d: torch.Tensor, w: torch.Tensor, weight: list[float], consensus: s
     # and the kept models at an entry are those with r_i > 0: no bool masks, fewer passes.
     elected = _elected_sign(d, consensus)  # (B,) of ±1
     d.mul_(elected).clamp_(min=0)  # (M, B) r_i
-    merged = d.sum(dim=0).mul_(elected)  # (B,)
+    merged = torch.sum(d, dim=0, out=out).mul_(elected)  # (B,)
     if normalize:
         kept = d.sign_()  # (M, B) 1 where kept, else 0
         divisor = (w.view(1, -1) @ kept).view(-1)  # (B,) weights of the kept models
