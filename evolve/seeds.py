@@ -9,7 +9,9 @@ clipped into the searched bounds and deduplicated (the first of equal genomes is
 2. ``uniform:1/N``: every weight 1/N, density 1. This is also TIES at density 1 normalised and
    mergekit-evolve's x0 (equal weights 1/N, density 1, normalised): ``normalize`` is a fixed
    parameter, not a genome coordinate, so they are one genome;
-3. ``uniform:1``: every weight 1, density 1 (task arithmetic at full strength).
+3. ``uniform:1``: every weight 1, density 1 (task arithmetic at full strength); left out when
+   the merge divides the weights by their sum (``normalize``, set or the method's default),
+   since it is then the same merge as ``uniform:1/N`` and would spend an evaluation on nothing.
 
 ``none`` gives no seeds; a list of recipes (mappings, as in a recipe file) gives those, each
 encoded by the space (a recipe the space cannot represent is refused, naming its index).
@@ -19,7 +21,7 @@ model A, is the paper's start) and the two stacks A+B and B+A, as far as the pat
 allows; recipes go through its ``encode``.
 
 Seeds are plain data computed from the config alone, so a resumed run gets the same seeds
-and replay reproduces the same asks. Torch-free.
+and replay reproduces the same asks. Torch-free, but for a method's ``normalize`` default.
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ def auto_seeds(space: ParameterSpace) -> tuple[Seed, ...]:
         (f"parent:{PurePath(m).name or m}", {model: float(model == m) for model in space.models}) for m in space.models
     ]
     wanted.append((f"uniform:1/{n}", {model: 1.0 / n for model in space.models}))
-    wanted.append(("uniform:1", {model: 1.0 for model in space.models}))
+    if not normalizes_weights(space):
+        wanted.append(("uniform:1", {model: 1.0 for model in space.models}))
     out: list[Seed] = []
     seen: set[tuple[float, ...]] = set()
     for label, weights in wanted:
@@ -101,6 +104,17 @@ def auto_seeds(space: ParameterSpace) -> tuple[Seed, ...]:
             seen.add(genome)
             out.append(Seed(label, genome))
     return tuple(out)
+
+
+def normalizes_weights(space: ParameterSpace) -> bool:
+    """Whether the merge divides the weights by their sum: ``normalize`` as set, else the method's
+    default (the worker registry is its one source; imported here only, it loads torch)."""
+    if "normalize" in space.parameters:
+        return bool(space.parameters["normalize"])
+    from workers.merge_methods.registry import METHODS
+
+    spec = METHODS[space.merge_method].param("normalize")
+    return bool(spec is not None and spec.default)
 
 
 def _path_seeds(space: Any) -> tuple[Seed, ...]:

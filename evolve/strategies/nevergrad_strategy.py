@@ -36,6 +36,25 @@ from search_spaces.errors import UserError
 ARRAY_SIGMA = 1.0 / 6.0
 """nevergrad's mutation sigma for an Array bounded to [0, 1]: (upper - lower) / 6."""
 
+MANY_DIMENSIONS = 18
+"""From this many coordinates on, nevergrad halves its own CMA step on a bounded space (0.15
+instead of 0.3 of a standardized unit); `default_sigma0` halves ours there from a seed."""
+
+
+def default_sigma0(dimension: int, *, from_seed: bool) -> float:
+    """CMA-ES's starting step in genome units: 1/6 (the Sakana paper's), halved from
+    `MANY_DIMENSIONS` coordinates on when CMA starts from a seed rather than the box's centre.
+
+    Why: a step of sigma moves a genome sigma * sqrt(d) in all, so at 1/6 a 72-dimensional
+    search lands most candidates far from a strong seed; from the uninformed centre the wide
+    step is what explores. Measured on the 72-dimensional dare_ties space (benchmarks/README.md,
+    section 3.3; 5 seeds, 32 candidates, best validation): from the seeds 1.938 at 1/6, 1.966 at
+    1/9, 1.978 at 1/12, 1.981 at 1/20; from the centre 1.538 at 1/6 and worse at 1/12. On the
+    6-dimensional kind pair 1/12 from the seeds fails (0.04 against 0.66 at 1/6), so small
+    spaces keep 1/6. An explicit ``sigma0`` setting overrides the rule.
+    """
+    return ARRAY_SIGMA / 2 if from_seed and dimension >= MANY_DIMENSIONS else ARRAY_SIGMA
+
 
 def nevergrad_names() -> list[str]:
     return sorted(ng.optimizers.registry)
@@ -196,8 +215,9 @@ class NevergradStrategy(Strategy):
 class CMAStrategy(NevergradStrategy):
     """nevergrad's CMA-ES with the *Evolutionary Optimization of Model Merging Recipes* settings.
 
-    ``sigma0`` (default 1/6) and ``start`` (default 0.5) are in genome units. nevergrad's CMA
-    takes its step size in standardized units (1 unit = 1/6 of a coordinate here) and, for a
+    ``sigma0`` (default: `default_sigma0`, 1/6, or 1/12 from a seed in 18 or more coordinates)
+    and ``start`` (default 0.5) are in genome units. nevergrad's CMA takes its step size in
+    standardized units (1 unit = 1/6 of a coordinate here) and, for a
     fully bounded space, multiplies it by 0.3 (d < 18) or 0.15; we set its ``scale`` so that
     the step CMA actually starts with is ``sigma0``, and check that it did.
     ``popsize`` defaults to nevergrad's ``4 + int(3 ln d)``, raised to ``num_workers`` if below.
@@ -207,8 +227,9 @@ class CMAStrategy(NevergradStrategy):
     the CMA generation (pycma iteration) they were sampled in.
 
     Seeds are asked first (CMA proposes nothing until all are told); then CMA is rebuilt with
-    its mean at the best successful seed (earliest on ties), same sigma0 and seed, instead of
-    ``start``. Seeds are not told to CMA itself: they are not samples of its distribution.
+    its mean at the best successful seed (earliest on ties), same seed, instead of ``start``,
+    and with `default_sigma0`'s step from a seed unless ``sigma0`` was given. Seeds are not
+    told to CMA itself: they are not samples of its distribution.
     If every seed failed, CMA starts at ``start``.
     """
 
@@ -220,7 +241,7 @@ class CMAStrategy(NevergradStrategy):
         dimension: int,
         seed: int = 0,
         *,
-        sigma0: float = 1.0 / 6.0,
+        sigma0: float | None = None,
         popsize: int | None = None,
         start: float = 0.5,
         diagonal: bool = False,
@@ -230,6 +251,9 @@ class CMAStrategy(NevergradStrategy):
         failure_fitness: float | None = None,
         seeds: Sequence[Sequence[float]] = (),
     ) -> None:
+        self.sigma0_setting = sigma0  # None: default_sigma0's, which changes once CMA has a seed
+        if sigma0 is None:
+            sigma0 = default_sigma0(dimension, from_seed=False)
         if not isinstance(sigma0, int | float) or not 0 < sigma0 <= 1:
             raise UserError(f"cma.sigma0: must be in (0, 1] (genome units), got {sigma0!r}")
         if not isinstance(start, int | float) or not 0 < start < 1:
@@ -259,7 +283,7 @@ class CMAStrategy(NevergradStrategy):
             )
 
     def _factory(self) -> Any:
-        bounded_multiplier = 0.3 if self.dimension < 18 else 0.15  # nevergrad 1.0.12, _CMA.es
+        bounded_multiplier = 0.3 if self.dimension < MANY_DIMENSIONS else 0.15  # nevergrad 1.0.12, _CMA.es
         return ng.optimizers.ParametrizedCMA(
             scale=self.sigma0 / ARRAY_SIGMA / bounded_multiplier,
             popsize=self.popsize,
@@ -283,6 +307,8 @@ class CMAStrategy(NevergradStrategy):
             told = [(r.fitness, -int(c.id), c) for c, r in self.seed_results() if not r.failed]
             if told:
                 self.centre = max(told, key=lambda t: t[:2])[2].array
+                if self.sigma0_setting is None:
+                    self.sigma0 = default_sigma0(self.dimension, from_seed=True)
                 self.optimizer = self._instantiate()
                 self._check_sigma()
 

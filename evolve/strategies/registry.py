@@ -1,7 +1,8 @@
 """Strategies by name: ours ("cma", "random", "m2n2", "pareto") and any nevergrad optimizer.
 
 Our names match case-insensitively and take precedence, so "CMA" is our CMA-ES with the
-Sakana settings (sigma0 = 1/6, start 0.5), not nevergrad's default-configured "CMA". Any other
+Sakana settings (sigma0 = 1/6, start 0.5; from a seed in 18 or more coordinates, sigma0 = 1/12:
+`default_sigma0`), not nevergrad's default-configured "CMA". Any other
 name is looked up in ``ng.optimizers.registry`` (exactly, then case-insensitively).
 """
 

@@ -68,6 +68,20 @@ def test_auto_seeds_clip_into_bounds_encode_density_one_and_drop_duplicates():
     assert [s.label for s in one] == ["parent:a"]
 
 
+@pytest.mark.parametrize(("overrides", "has_uniform_1"), [
+    ({"merge_method": "dare_ties", "parameters": {"normalize": True}}, False),  # set
+    ({"merge_method": "ties"}, False),  # the method's default
+    ({"merge_method": "linear", "base_model": None}, False),
+    ({"merge_method": "ties", "parameters": {"normalize": False}}, True),
+    ({"merge_method": "dare_ties"}, True),
+    ({}, True),  # task arithmetic does not normalize
+])
+def test_auto_seeds_leave_out_uniform_1_when_the_merge_normalizes_the_weights(overrides, has_uniform_1):
+    labels = [s.label for s in auto_seeds(space(**overrides))]
+    assert labels[:4] == ["parent:a", "parent:b", "parent:c", "uniform:1/3"]
+    assert ("uniform:1" in labels) == has_uniform_1 and len(labels) == 4 + has_uniform_1
+
+
 def test_recipe_seeds_are_encoded_by_the_space_and_refused_by_index():
     sp = space()
     recipe = sp.decode(np.array([0.5, 0.25, 0.0])).to_dict()
@@ -116,6 +130,21 @@ def test_cma_waits_for_its_seeds_then_centres_on_the_best():
     failed = CMAStrategy(3, seed=0, seeds=[[0.1, 0.1, 0.1]])
     failed.tell(failed.ask(1)[0].id, Result.failure("oom"))
     assert failed.centre is None and len(failed.ask(1)) == 1  # every seed failed: start at `start`
+
+
+@pytest.mark.parametrize(("dimension", "sigma_from_seed"), [(6, 1 / 6), (17, 1 / 6), (18, 1 / 12), (72, 1 / 12)])
+def test_cma_halves_its_default_step_from_a_seed_in_many_dimensions(dimension, sigma_from_seed):
+    s = CMAStrategy(dimension, seed=0, popsize=300, num_workers=None, seeds=[[0.3] * dimension])
+    assert s.sigma0 == pytest.approx(1 / 6)  # from the centre (every seed failed, or none): 1/6
+    s.tell(s.ask(1)[0].id, ok(0.5))
+    assert s.sigma0 == pytest.approx(sigma_from_seed) and s.state()["sigma"] == pytest.approx(sigma_from_seed)
+    spread = np.array([c.genome for c in s.ask(300)]).std(axis=0).mean()
+    assert spread == pytest.approx(sigma_from_seed, rel=0.15)  # CMA really samples with that step
+    given = CMAStrategy(dimension, seed=0, sigma0=0.2, seeds=[[0.3] * dimension])
+    given.tell(given.ask(1)[0].id, ok(0.5))
+    assert given.sigma0 == 0.2  # an explicit sigma0 is kept
+    unseeded = CMAStrategy(dimension, seed=0)
+    assert unseeded.sigma0 == pytest.approx(1 / 6)
 
 
 def test_m2n2_archive_starts_from_the_seeds():
