@@ -16,7 +16,8 @@ starts CMA-ES at weight 1/N, density 1, with unbounded ``abs()`` weights, ours f
 within the config's bounds; mergekit-evolve merges to disk in bfloat16 and loads each
 candidate with ``from_pretrained``, ours swaps float32 weights in place.
 
-Ours runs in the variants ``--tools`` names: ``evolve[:STRATEGY][:noseeds|:peerstart][:fidelity]``.
+Ours runs in the variants ``--tools`` names: ``evolve[:STRATEGY][:noseeds|:peerstart][:fidelity]``,
+and ``:KEY=VALUE`` for a strategy setting (e.g. ``evolve:cma:sigma0=0.0833``).
 The budget counts candidates for every tool (a multi-fidelity run's low-only candidates
 count); the cost to reach the target is also given in validation documents scored.
 
@@ -217,12 +218,14 @@ def zoo_path(ref: str, zoo: Path) -> str:
 
 @dataclass(frozen=True)
 class Variant:
-    """One of our configurations in the suite, named ``evolve[:STRATEGY][:noseeds|:peerstart][:fidelity]``."""
+    """One of our configurations in the suite, named
+    ``evolve[:STRATEGY][:noseeds|:peerstart][:fidelity][:KEY=VALUE...]``."""
 
     name: str
     strategy: str = "cma"
     seeds: str = "auto"  # auto | none | peerstart (mergekit-evolve's x0 as the only seed)
     fidelity: bool = False
+    settings: tuple[tuple[str, float], ...] = ()  # strategy settings, over the config's
 
     @classmethod
     def parse(cls, name: str) -> Variant:
@@ -235,6 +238,9 @@ class Variant:
                 variant = replace(variant, seeds="none" if flag == "noseeds" else flag)
             elif flag == "fidelity":
                 variant = replace(variant, fidelity=True)
+            elif "=" in flag:
+                key, value = flag.split("=", 1)
+                variant = replace(variant, settings=(*variant.settings, (key, float(value))))
             else:
                 variant = replace(variant, strategy=flag)
         return variant
@@ -258,6 +264,7 @@ def run_ours(store, base, variant: Variant, seed: int, budget: int, workers: int
 
     seeds = [peer_x0(base, zoo)] if variant.seeds == "peerstart" else variant.seeds
     settings = base.strategy.settings if variant.strategy == base.strategy.name else {}
+    settings = {**settings, **dict(variant.settings)}
     config = base.model_validate({
         **base.model_dump(), "name": f"peer-bench-{variant.name.replace(':', '-')}-{seed}",
         "strategy": {"name": variant.strategy, "seed": seed, "seeds": seeds, "settings": settings},
@@ -358,7 +365,7 @@ def main() -> None:
                                                      "mean final best, else the lowest tool's)")
     parser.add_argument("--venv", type=Path, default=CACHE / "peer-venv")
     parser.add_argument("--tools", nargs="+", default=["evolve", "mergekit-evolve"],
-                        help="mergekit-evolve, or ours as evolve[:STRATEGY][:noseeds|:peerstart][:fidelity]: "
+                        help="mergekit-evolve, or ours as evolve[:STRATEGY][:noseeds|:peerstart][:fidelity][:KEY=VALUE]: "
                              "cma by default; noseeds = strategy.seeds: none; peerstart = mergekit-evolve's x0 "
                              "(every weight 1/N, density 1) as the only seed; fidelity = multi-fidelity")
     parser.add_argument("--low-limit", type=int, default=8, help="documents per task at low fidelity")
