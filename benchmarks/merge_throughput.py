@@ -13,7 +13,7 @@ the same input files plus a plain write of as many bytes as the merged model has
 blocks, no merging. Inputs are in the page cache for every run (the limit run goes first
 and warms it), so this is the limit of a warm-cache merge. Run:
 
-    .venv/bin/python benchmarks/merge_throughput.py [--methods ties,linear] [--layers 32] [--out benchmarks/results]
+    .venv/bin/python benchmarks/merge_throughput.py [--methods ties,linear] [--layers 32] [--out benchmarks/results] [--name merge_throughput]
 
 ``--methods ties-like`` runs the methods that build and combine task vectors (ties, sce,
 model_stock, ram, ramplus_tl, pcb, widen, ...). pcb and widen are not in mergekit: their
@@ -192,6 +192,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs per tool and method; the fastest is kept")
     parser.add_argument("--layers", type=int, default=SHAPE["layers"], help="fewer layers: a smaller family")
     parser.add_argument("--out", type=Path, default=Path("benchmarks") / "results", help="JSON and PNG go here")
+    parser.add_argument("--name", default="merge_throughput", help="file name of the JSON and PNG, without suffix")
     args = parser.parse_args()
     methods = {"ties-like": TIES_LIKE, "all": tuple(RECIPES)}.get(args.methods) or tuple(args.methods.split(","))
     paths = make_family(args.dir / f"family-{args.layers}", args.layers)
@@ -201,6 +202,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     console.print(f"{THREADS} merge threads per tool")
+    load_before = os.getloadavg()  # a shared machine's load moves wall times: it goes in the report
     table = Table(title=f"merge throughput (input GB/s) and peak RSS, same recipes, {THREADS} threads each")
     for col in ("method", "limit GB/s", "evolve GB/s", "mergekit GB/s", "speed ratio", "of limit", "evolve peak RSS",
                 "mergekit peak RSS", "RSS ratio"):
@@ -236,10 +238,12 @@ def main() -> None:
     shape = {**SHAPE, "layers": args.layers}
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": THREADS, "cpus": os.cpu_count(),
               "shape": shape, "parameters_per_model": param_count(LlamaShape(**shape)), "dtype": "bfloat16",
-              "methods": rows}
-    (args.out / "merge_throughput.json").write_text(json.dumps(report, indent=2))
-    plot(report, args.out / "merge_throughput.png")
-    console.print(f"results: {args.out / 'merge_throughput.json'}, {args.out / 'merge_throughput.png'}")
+              "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]}, "methods": rows}
+    console.print(f"load average (1 min): {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
+    json_path, png_path = args.out / f"{args.name}.json", args.out / f"{args.name}.png"
+    json_path.write_text(json.dumps(report, indent=2))
+    plot(report, png_path)
+    console.print(f"results: {json_path}, {png_path}")
 
 
 def plot(report: dict, path: Path) -> None:

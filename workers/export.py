@@ -70,7 +70,8 @@ def _stream_merges(plan: MergePlan, read: Callable[[Any, BufferPool], torch.Tens
     """Merged tensors in plan order, computed by a few threads ahead of the writer.
 
     Each thread reads one merge's inputs and merges them with single-threaded torch ops;
-    at most ``threads`` merges are in flight, which bounds memory to a few tensors.
+    at most ``2 * threads`` merges are in flight (a thread done early starts the next one
+    while the writer waits on a slower one), which bounds memory to a few tensors.
     On few cores this beats torch's own intra-op threads on these element-wise kernels,
     and it overlaps reading, merging and writing. ``read(ref, buffers)`` reads into a buffer
     of ``buffers``; inputs go back to it once merged, a yielded tensor once the consumer
@@ -94,7 +95,7 @@ def _stream_merges(plan: MergePlan, read: Callable[[Any, BufferPool], torch.Tens
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="merge") as pool:
-            ahead = deque((m, pool.submit(job, m)) for m in islice(todo, threads))
+            ahead = deque((m, pool.submit(job, m)) for m in islice(todo, 2 * threads))
             while ahead:
                 merge, future = ahead.popleft()
                 merged = future.result()

@@ -132,7 +132,7 @@ def _combine(d: torch.Tensor, w: torch.Tensor, weight: list[float], consensus: s
              normalize: bool, out: torch.Tensor) -> torch.Tensor:
     """(B,) the sum of the weighted deltas ``d`` (M, B), consumed, over one block, in ``out``."""
     if consensus is None:
-        merged = torch.sum(d, dim=0, out=out)  # (B,)
+        merged = sum_rows(d, out)  # (B,)
         if normalize:
             total = sum(weight)
             merged.div_(total if abs(total) >= 1e-8 else 1.0)
@@ -142,12 +142,29 @@ def _combine(d: torch.Tensor, w: torch.Tensor, weight: list[float], consensus: s
     # and the kept models at an entry are those with r_i > 0: no bool masks, fewer passes.
     elected = _elected_sign(d, consensus)  # (B,) of ±1
     d.mul_(elected).clamp_(min=0)  # (M, B) r_i
-    merged = torch.sum(d, dim=0, out=out).mul_(elected)  # (B,)
+    merged = sum_rows(d, out).mul_(elected)  # (B,)
     if normalize:
         kept = d.sign_()  # (M, B) 1 where kept, else 0
         divisor = (w.view(1, -1) @ kept).view(-1)  # (B,) weights of the kept models
         merged.div_(divisor.add_(divisor.clone().eq_(0)))  # an entry no model keeps divides by 1
     return merged
+
+
+def sum_rows(d: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """(B,) ``d.sum(dim=0)`` of ``d`` (M, B), bit for bit, into ``out``, at about half its cost.
+
+    On one CPU thread, below 16 rows and in whole vectors of columns, torch's outer-dimension
+    sum adds the rows one by one onto +0 (its cascade starts a new level every 16 rows; a
+    partial vector is summed in another order). There chained adds and a final +0, which
+    only turns a -0 into +0, give the same bits; anywhere else torch sums.
+    """
+    rows, n = d.shape
+    if d.device.type != "cpu" or torch.get_num_threads() != 1 or not 2 <= rows < 16 or n % 64:
+        return torch.sum(d, dim=0, out=out)
+    torch.add(d[0], d[1], out=out)
+    for row in d[2:]:
+        out.add_(row)
+    return out.add_(0.0)
 
 
 def _elected_sign(deltas: torch.Tensor, method: str) -> torch.Tensor:
