@@ -4,7 +4,11 @@ Whenever a worker is free, the strategy is asked for one candidate; at most one 
 in flight per worker, so a slow candidate never leaves the other workers idle (mergekit-evolve
 waits for a whole generation). Every ask becomes a candidate row, every result an evaluation
 row, and every tell a snapshot row (the tell log), so `resume` can rebuild the strategy by
-replaying asks and tells in their original order.
+replaying asks and tells in their original order. A freed worker is handed its next candidate
+before those rows are written (`SearchLoop._dispatch`): they reach the store in the same order,
+just after the dispatch, so the store's commits never idle a worker. Seeds are asked before the
+source models are scored (`SearchLoop._next_job`), which fill the workers while CMA-ES waits
+for every seed's result.
 
 A broken setup fails fast: `FailFast` watches every final outcome and stops the run with
 `RunFailed` when the first evaluations all fail, or when too many recent ones do.
@@ -35,8 +39,9 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -124,9 +129,18 @@ class _InFlight:
     started: float
     attempt: int = 1
     fidelity: Fidelity = Fidelity.FULL
+    ref: Any = None  # the pool's handle on its result
 
 
 _Job = tuple[Candidate | None, str, Fidelity]  # what is queued: a candidate (None: a reference), store id, fidelity
+
+
+@dataclass(frozen=True)
+class _NewAsk:
+    """A candidate whose recipe is new to the run: it has no store row until it is dispatched."""
+
+    candidate: Candidate
+    recipe: Recipe
 
 
 @dataclass(frozen=True)
@@ -164,6 +178,8 @@ class SearchLoop:
     _running: set[str] = field(default_factory=set)  # store candidate ids in flight or promoted, not told
     _waiting: dict[str, list[Candidate]] = field(default_factory=dict)  # asks duplicating one in flight
     _recipes: dict[str, Recipe] = field(default_factory=dict)  # decoded, not yet dispatched
+    _by_hash: dict[str, str] = field(default_factory=dict)  # recipe hash -> store id, every candidate of the run
+    _journal: list[Callable[[], object]] = field(default_factory=list)  # store writes held back, in order (`_flush`)
 
     # -- resume ---------------------------------------------------------------------------
     def replay(self) -> list[_Job]:
@@ -225,6 +241,7 @@ class SearchLoop:
                 self._waiting.setdefault(store_id, []).append(cand)
             else:
                 pending.append((cand, store_id, fidelity))
+        self._flush()
         return pending
 
     def _next_fidelity(self, store_id: str, results: dict[tuple[str, Fidelity], Result],
@@ -240,7 +257,9 @@ class SearchLoop:
     # -- the loop -------------------------------------------------------------------------
     def run(self, pending: list[_Job] | None = None) -> LoopStats:
         """Fill the budget; raises `RunFailed` (after recording everything) if the run is broken."""
-        queue: list[_Job] = self._unscored_references() + list(pending or [])
+        queue: list[_Job] = list(pending or [])
+        references = self._unscored_references()
+        self._by_hash = {c.recipe_hash: c.id for c in self.store.list_candidates(self.run_id)}
         inflight: dict[Any, _InFlight] = {}
         retries: dict[tuple[str, Fidelity], int] = {}
         watch = FailFast(self.fail_fast)
@@ -249,25 +268,21 @@ class SearchLoop:
         with _progress(self.progress, self.max_evaluations) as bar:
             task = bar.add_task("searching", total=self.max_evaluations, completed=self._told)
             while True:
-                out_of_budget = self._budget_spent(start, inflight, queue)
+                out_of_budget = self._budget_spent(start, inflight, queue + references)
                 # Fill every idle worker: a retry or a promotion first, then what resume
-                # re-dispatches, then new asks.
-                while self.pool.idle() and (queue or not out_of_budget):
-                    item = queue.pop(0) if queue else self._ask()
+                # re-dispatches, then the source models and new asks (`_next_job`).
+                while self.pool.idle() and (queue or references or not out_of_budget):
+                    item = queue.pop(0) if queue else self._next_job(references, out_of_budget)
                     if item is None:
                         break
-                    cand, store_id, fidelity = item
-                    worker = self.pool.idle()[0]
-                    evaluation_id = self.store.start_evaluation(store_id, worker=f"worker-{worker}",
-                                                                host=self.pool.node_of(worker), fidelity=fidelity)
-                    ref = self.pool.submit(worker, self._request(store_id, fidelity))
-                    self._running.add(store_id)
-                    inflight[ref] = _InFlight(cand, store_id, evaluation_id, worker, time.monotonic(),
-                                              attempt=retries.get((store_id, fidelity), 0) + 1, fidelity=fidelity)
-                    out_of_budget = self._budget_spent(start, inflight, queue)
+                    job = self._dispatch(item, self.pool.idle()[0])
+                    job.attempt = retries.get((job.store_id, job.fidelity), 0) + 1
+                    inflight[job.ref] = job
+                    out_of_budget = self._budget_spent(start, inflight, queue + references)
+                self._flush()
                 self.running_evaluations = frozenset(job.evaluation_id for job in inflight.values())
                 if not inflight:
-                    if self.pool.waiting() and (queue or not out_of_budget):
+                    if self.pool.waiting() and (queue or references or not out_of_budget):
                         self.pool.wait_for_room(self.pool.placement_timeout)  # every worker was lost
                         continue
                     break
@@ -275,7 +290,8 @@ class SearchLoop:
                     job = inflight.pop(ref)
                     self.stats.busy_seconds += time.monotonic() - job.started
                     if outcome.status == OutcomeStatus.LOST:
-                        self.store.fail_evaluation(job.evaluation_id, outcome.message, kind=outcome.error_kind)
+                        self._journal.append(partial(self.store.fail_evaluation, job.evaluation_id, outcome.message,
+                                                     kind=outcome.error_kind))
                         self.pool.replace(job.worker)
                         key = (job.store_id, job.fidelity)
                         retries[key] = retries.get(key, 0) + 1
@@ -290,8 +306,8 @@ class SearchLoop:
                         self.pool.release(job.worker)
                         self._running.discard(job.store_id)
                     try:
-                        if outcome.status != OutcomeStatus.LOST and self._record(job, outcome,
-                                                                                 self._reserved(inflight, queue)):
+                        if outcome.status != OutcomeStatus.LOST and self._record(
+                                job, outcome, self._reserved(inflight, queue + references)):
                             self._running.add(job.store_id)  # promoted: its tell waits for the full result
                             queue.insert(0, (job.candidate, job.store_id, Fidelity.FULL))
                         watch.record(outcome)
@@ -305,17 +321,72 @@ class SearchLoop:
             raise RunFailed(f"no evaluation succeeded ({self.stats.failures} failed); {watch.most_common()}")
         return self.stats
 
+    def _next_job(self, references: list[_Job], out_of_budget: bool) -> _Job | _NewAsk | None:
+        """The source models (``references``, popped from) before new asks, except while the
+        strategy still has seeds to ask or tell: then the seeds go first and the source models
+        fill the workers that CMA would leave idle until every seed is told. A seed with a source
+        model's recipe waits for that source model, scored first, as a twin ask does; a source
+        model already scored or running (a twin re-dispatched by resume) is skipped."""
+        references[:] = [job for job in references if job[1] not in self._running and job[1] not in self._results]
+        if references and not self.strategy.seeds_pending:
+            return references.pop(0)
+        item = None if out_of_budget else self._ask()
+        twin = next((job for job in references if isinstance(item, tuple) and job[1] == item[1]), None)
+        if twin is not None:
+            references.remove(twin)
+            self._waiting.setdefault(twin[1], []).append(item[0])
+            return twin
+        if item is None and references:
+            return references.pop(0)
+        return item
+
+    def _dispatch(self, item: _Job | _NewAsk, worker: int) -> _InFlight:
+        """Hand ``worker`` its next evaluation first, then record what led to it: the writes held
+        back since the last dispatch (`_flush`), the new candidate's row, its evaluation row.
+
+        The store gets these rows in the order the driver made them, only later, so a kill at
+        any point leaves the same prefix of the ask/tell log the earlier write-first order
+        could leave; the one thing lost with the driver is the evaluation just handed out,
+        which dies with it anyway and which resume re-dispatches (a candidate with no
+        finished evaluation is pending). Telling and asking stay before the dispatch: the
+        strategy caps what is in flight (``num_workers``), so it only asks once it is told."""
+        if isinstance(item, _NewAsk):
+            cand, fidelity = item.candidate, self._first_fidelity
+            ref = self.pool.submit(worker, self._request(item.recipe, fidelity))
+            started = time.monotonic()
+            self._flush()
+            store_id = self._add(item)
+        else:
+            cand, store_id, fidelity = item
+            ref = self.pool.submit(worker, self._request(self._recipe_of(store_id), fidelity))
+            started = time.monotonic()
+            self._flush()
+        evaluation_id = self.store.start_evaluation(store_id, worker=f"worker-{worker}",
+                                                    host=self.pool.node_of(worker), fidelity=fidelity)
+        self._running.add(store_id)
+        return _InFlight(cand, store_id, evaluation_id, worker, started, fidelity=fidelity, ref=ref)
+
+    def _flush(self) -> None:
+        """Make the store writes held back since the last dispatch, in order. A write that fails
+        drops those after it, so the store still holds a prefix of what happened."""
+        journal, self._journal = self._journal, []
+        for write in journal:
+            write()
+
     def _abandon(self, inflight: dict[Any, _InFlight]) -> None:
         """Record the evaluations still in flight as failed: the run stops without them."""
+        self._flush()
         for job in inflight.values():
             self.store.fail_evaluation(job.evaluation_id, "the run failed fast", kind=ABANDONED)
         inflight.clear()
         self.running_evaluations = frozenset()
 
-    def _request(self, store_id: str, fidelity: Fidelity) -> Recipe | EvalRequest:
-        """What the worker is sent: a bare recipe unless the run is multi-fidelity."""
+    def _recipe_of(self, store_id: str) -> Recipe:
         recipe = self._recipes.pop(store_id, None)
-        recipe = recipe if recipe is not None else Recipe.from_dict(self.store.get_candidate(store_id).recipe)
+        return recipe if recipe is not None else Recipe.from_dict(self.store.get_candidate(store_id).recipe)
+
+    def _request(self, recipe: Recipe, fidelity: Fidelity) -> Recipe | EvalRequest:
+        """What the worker is sent: a bare recipe unless the run is multi-fidelity."""
         return recipe if self.fidelity is None else EvalRequest(recipe, fidelity)
 
     def _unscored_references(self) -> list[_Job]:
@@ -365,8 +436,9 @@ class SearchLoop:
         return budget is None or (self.stats.samples_scored + reserved + budget.per_evaluation[fidelity]
                                   <= budget.max_samples)
 
-    def _ask(self) -> _Job | None:
-        """Ask for one candidate; duplicates of finished recipes are told from cache at once."""
+    def _ask(self) -> _Job | _NewAsk | None:
+        """Ask for one candidate; duplicates of finished recipes are told from cache at once.
+        A recipe new to the run is stored when it is dispatched (`_dispatch`)."""
         while True:
             asked = self.strategy.ask(1)
             if not asked:
@@ -374,31 +446,41 @@ class SearchLoop:
             cand = asked[0]
             self._asked += 1
             recipe = self.space.decode(cand.genome)
-            parents = tuple(self._ids[p] for p in cand.parents if p in self._ids)
-            record = self.store.add_candidate(self.run_id, cand.genome, recipe, parents=parents,
-                                              generation=int(cand.info.get("generation", 0)),
-                                              strategy_info={"strategy_id": cand.id, **cand.info})
-            self._ids[cand.id] = record.id
-            cached = self._results.get(record.id)
+            store_id = self._by_hash.get(recipe.hash)
+            if store_id is None:
+                return _NewAsk(cand, recipe)
+            self._ids[cand.id] = store_id  # the store's add_candidate would return this one too
+            cached = self._results.get(store_id)
             if cached is not None:
-                self._tell(cand, record.id, cached, self._told_at[record.id])
-            elif record.id in self._running:
-                self._waiting.setdefault(record.id, []).append(cand)
+                self._tell(cand, store_id, cached, self._told_at[store_id])
+            elif store_id in self._running:
+                self._waiting.setdefault(store_id, []).append(cand)
             else:
-                self._recipes[record.id] = recipe
-                return cand, record.id, self._first_fidelity
+                self._recipes[store_id] = recipe
+                return cand, store_id, self._first_fidelity
+
+    def _add(self, ask: _NewAsk) -> str:
+        """Store a new candidate; returns its store id."""
+        cand = ask.candidate
+        parents = tuple(self._ids[p] for p in cand.parents if p in self._ids)
+        record = self.store.add_candidate(self.run_id, cand.genome, ask.recipe, parents=parents,
+                                          generation=int(cand.info.get("generation", 0)),
+                                          strategy_info={"strategy_id": cand.id, **cand.info})
+        self._ids[cand.id] = self._by_hash[ask.recipe.hash] = record.id
+        return record.id
 
     def _record(self, job: _InFlight, outcome: EvalOutcome, reserved: int) -> bool:
         """Store an outcome and tell it (and any twin asks); True when it is promoted instead.
         ``reserved``: samples the other work in flight and queued will score."""
         if outcome.ok:
             self.stats.samples_scored += outcome.samples_scored
-            self.store.finish_evaluation(
-                job.evaluation_id, outcome.fitness, metrics=outcome.metrics, samples=outcome.samples,
-                timings={"merge_seconds": outcome.merge_seconds, "eval_seconds": outcome.eval_seconds},
-                scores=outcome.scores)
+            self._journal.append(partial(
+                self.store.finish_evaluation, job.evaluation_id, outcome.fitness, metrics=outcome.metrics,
+                samples=outcome.samples, scores=outcome.scores,
+                timings={"merge_seconds": outcome.merge_seconds, "eval_seconds": outcome.eval_seconds}))
         else:
-            self.store.fail_evaluation(job.evaluation_id, outcome.message, kind=outcome.error_kind)
+            self._journal.append(partial(self.store.fail_evaluation, job.evaluation_id, outcome.message,
+                                         kind=outcome.error_kind))
         if outcome.ok and self.strategy.needs_nonnegative_samples:
             from evolve.strategies.m2n2 import check_samples_nonnegative
 
@@ -459,8 +541,9 @@ class SearchLoop:
         self._results[store_id] = result
         self._told_at[store_id] = fidelity
         self._told += 1
-        self.store.save_snapshot(self.run_id, {"asked": self._asked, "strategy_id": cand.id, "candidate": store_id,
-                                               "told": self._told, "fidelity": fidelity.value})
+        self._journal.append(partial(self.store.save_snapshot, self.run_id, {
+            "asked": self._asked, "strategy_id": cand.id, "candidate": store_id, "told": self._told,
+            "fidelity": fidelity.value}))
 
 
 _FAILED = Result(fitness=None, samples=None, failed=True)

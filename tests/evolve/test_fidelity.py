@@ -431,6 +431,9 @@ def test_a_driver_dying_before_it_saved_a_failed_full_tell_tells_the_low_result_
     assert replayed.replay() == []  # the one worker had nothing else in flight
     (late,) = [s.state for s in store.list_snapshots(loop.run_id)][saved:]
     assert late == dying.lost_tell
+    # The dead driver had already dispatched its next ask, never stored: replay asks it again.
+    again = replayed.strategy.ask(loop.strategy.num_asked - replayed.strategy.num_asked)
+    assert [c.genome for c in again] == [loop.strategy.candidate(c.id).genome for c in again]
     assert replayed.strategy.state() == loop.strategy.state()  # told as the dead driver had
 
 
