@@ -265,57 +265,60 @@ class SearchLoop:
         watch = FailFast(self.fail_fast)
         start = time.monotonic()
         self.stats.workers = self.pool.size
-        with _progress(self.progress, self.max_evaluations) as bar:
-            task = bar.add_task("searching", total=self.max_evaluations, completed=self._told)
-            while True:
-                out_of_budget = self._budget_spent(start, inflight, queue + references)
-                # Fill every idle worker: a retry or a promotion first, then what resume
-                # re-dispatches, then the source models and new asks (`_next_job`).
-                while self.pool.idle() and (queue or references or not out_of_budget):
-                    item = queue.pop(0) if queue else self._next_job(references, out_of_budget)
-                    if item is None:
-                        break
-                    job = self._dispatch(item, self.pool.idle()[0])
-                    job.attempt = retries.get((job.store_id, job.fidelity), 0) + 1
-                    inflight[job.ref] = job
+        try:
+            with _progress(self.progress, self.max_evaluations) as bar:
+                task = bar.add_task("searching", total=self.max_evaluations, completed=self._told)
+                while True:
                     out_of_budget = self._budget_spent(start, inflight, queue + references)
-                self._flush()
-                self.running_evaluations = frozenset(job.evaluation_id for job in inflight.values())
-                if not inflight:
-                    if self.pool.waiting() and (queue or references or not out_of_budget):
-                        self.pool.wait_for_room(self.pool.placement_timeout)  # every worker was lost
-                        continue
-                    break
-                for ref, outcome in self.pool.wait(list(inflight), timeout=WAIT_SECONDS):
-                    job = inflight.pop(ref)
-                    self.stats.busy_seconds += time.monotonic() - job.started
-                    if outcome.status == OutcomeStatus.LOST:
-                        self._journal.append(partial(self.store.fail_evaluation, job.evaluation_id, outcome.message,
-                                                     kind=outcome.error_kind))
-                        self.pool.replace(job.worker)
-                        key = (job.store_id, job.fidelity)
-                        retries[key] = retries.get(key, 0) + 1
-                        if retries[key] <= self.max_retries:
-                            self.stats.retries += 1
-                            queue.insert(0, (job.candidate, job.store_id, job.fidelity))
+                    # Fill every idle worker: a retry or a promotion first, then what resume
+                    # re-dispatches, then the source models and new asks (`_next_job`).
+                    while self.pool.idle() and (queue or references or not out_of_budget):
+                        item = queue.pop(0) if queue else self._next_job(references, out_of_budget)
+                        if item is None:
+                            break
+                        job = self._dispatch(item, self.pool.idle()[0])
+                        job.attempt = retries.get((job.store_id, job.fidelity), 0) + 1
+                        inflight[job.ref] = job
+                        out_of_budget = self._budget_spent(start, inflight, queue + references)
+                    self._flush()
+                    self.running_evaluations = frozenset(job.evaluation_id for job in inflight.values())
+                    if not inflight:
+                        if self.pool.waiting() and (queue or references or not out_of_budget):
+                            self.pool.wait_for_room(self.pool.placement_timeout)  # every worker was lost
                             continue
-                        self._running.discard(job.store_id)
-                        self.stats.failures += 1
-                        self._settle(job, _FAILED)
-                    else:
-                        self.pool.release(job.worker)
-                        self._running.discard(job.store_id)
-                    try:
-                        if outcome.status != OutcomeStatus.LOST and self._record(
-                                job, outcome, self._reserved(inflight, queue + references)):
-                            self._running.add(job.store_id)  # promoted: its tell waits for the full result
-                            queue.insert(0, (job.candidate, job.store_id, Fidelity.FULL))
-                        watch.record(outcome)
-                    except RunFailed:
-                        self._abandon(inflight)
-                        raise
-                    bar.update(task, completed=self._told,
-                               description=f"searching · best {self.stats.best_fitness:.3f}")
+                        break
+                    for ref, outcome in self.pool.wait(list(inflight), timeout=WAIT_SECONDS):
+                        job = inflight.pop(ref)
+                        self.stats.busy_seconds += time.monotonic() - job.started
+                        if outcome.status == OutcomeStatus.LOST:
+                            self._journal.append(partial(self.store.fail_evaluation, job.evaluation_id, outcome.message,
+                                                         kind=outcome.error_kind))
+                            self.pool.replace(job.worker)
+                            key = (job.store_id, job.fidelity)
+                            retries[key] = retries.get(key, 0) + 1
+                            if retries[key] <= self.max_retries:
+                                self.stats.retries += 1
+                                queue.insert(0, (job.candidate, job.store_id, job.fidelity))
+                                continue
+                            self._running.discard(job.store_id)
+                            self.stats.failures += 1
+                            self._settle(job, _FAILED)
+                        else:
+                            self.pool.release(job.worker)
+                            self._running.discard(job.store_id)
+                        try:
+                            if outcome.status != OutcomeStatus.LOST and self._record(
+                                    job, outcome, self._reserved(inflight, queue + references)):
+                                self._running.add(job.store_id)  # promoted: its tell waits for the full result
+                                queue.insert(0, (job.candidate, job.store_id, Fidelity.FULL))
+                            watch.record(outcome)
+                        except RunFailed:
+                            self._abandon(inflight)
+                            raise
+                        bar.update(task, completed=self._told,
+                                   description=f"searching · best {self.stats.best_fitness:.3f}")
+        finally:  # an interrupt or error mid-batch: what already happened still reaches the store
+            self._flush()
         self.stats.wall_seconds = time.monotonic() - start
         if self.stats.evaluations == 0 and self.stats.failures:
             raise RunFailed(f"no evaluation succeeded ({self.stats.failures} failed); {watch.most_common()}")

@@ -135,3 +135,32 @@ def test_a_kill_between_dispatch_and_record_resumes_to_the_same_run(local_ray, f
     assert _history(before, run_id) == _history(whole, whole_run)
     complete = [e for e in after.values() if e.status == EvaluationStatus.COMPLETE]
     assert len({e.candidate_id for e in complete}) == len(complete) == 10 + 3
+
+
+def test_an_error_mid_batch_still_records_the_results_already_received(local_ray, family, tmp_path):
+    """Writes held back for the next dispatch reach the store when the loop dies of an error."""
+    data = config_dict(family, resources={"workers": 1}, budget={"max_evaluations": 6})
+    checked = check_run(RunConfig.model_validate(data))
+    store = Store(f"sqlite:///{tmp_path / 'runs.db'}")
+    run_id = store.create_run("broken", data, seed=3).id
+    loop = SearchLoop(store, run_id, checked.space, build_strategy(checked.config, checked.space),
+                      WorkerPool(1, worker_spec(checked)), checked.config.budget.max_evaluations, None,
+                      progress=False, references=reference_recipes(checked.space))
+    tell, told = loop.strategy.tell, []
+
+    def failing_tell(candidate_id, result):
+        if len(told) == 2:
+            raise RuntimeError("a strategy bug")
+        told.append(candidate_id)
+        return tell(candidate_id, result)
+
+    loop.strategy.tell = failing_tell
+    try:
+        with pytest.raises(RuntimeError, match="a strategy bug"):
+            loop.run()
+    finally:
+        loop.pool.shutdown()
+    search = {c.id for c in store.list_candidates(run_id, kind="search")}
+    complete = [e for e in store.list_evaluations(run_id, fidelity=None)
+                if e.status == EvaluationStatus.COMPLETE and e.candidate_id in search]
+    assert len(complete) == 3  # the two told, and the third, recorded before its tell raised
