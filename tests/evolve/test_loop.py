@@ -20,15 +20,6 @@ from tests.fixtures.run_configs import config_dict
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    from evolve.pool import connect
-
-    connect(None, num_cpus=2)  # joins the cluster an earlier test (the demo) may have started
-    yield
-    ray.shutdown()
-
-
 def start(store: Store, data: dict):
     return runner.start(store, check_run(RunConfig.model_validate(data)), progress=False)
 

@@ -8,7 +8,6 @@ anywhere in those writes resumes to the same run.
 """
 
 import pytest
-import ray
 
 from evolve import runner
 from evolve.config import RunConfig
@@ -21,15 +20,6 @@ from evolve.store.records import EvaluationStatus
 from tests.fixtures.run_configs import config_dict
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    from evolve.pool import connect
-
-    connect(None, num_cpus=2)
-    yield
-    ray.shutdown()
 
 
 def _kinds_in_start_order(store: Store, run_id: str) -> list[str]:

@@ -441,17 +441,6 @@ def test_other_spaces_seed_from_their_start_genome_and_split_anywhere():
 
 
 # -- replay through the store, with seeds, the space and task weights, as the runner builds them --------
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    from evolve.pool import connect
-
-    connect(None, num_cpus=2)  # once per module: repeated init/shutdown of a local cluster is flaky
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name, settings", [("m2n2", {"archive_size": 4}), ("cma", {"popsize": 4}),
                                             ("TwoPointsDE", {})])

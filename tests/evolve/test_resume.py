@@ -15,7 +15,6 @@ import sys
 import time
 
 import pytest
-import ray
 import yaml
 
 from evolve.config import RunConfig
@@ -29,15 +28,6 @@ from evolve.strategies.registry import make_strategy
 from tests.fixtures.run_configs import config_dict
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    from evolve.pool import connect
-
-    connect(None, num_cpus=2)
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.parametrize("name, settings", [("cma", {"popsize": 4}), ("random", {}), ("m2n2", {"archive_size": 4}),
