@@ -53,7 +53,9 @@ def test_promoted_candidates_have_a_low_and_a_full_row_the_others_only_low(finis
     assert all(at[c] == [Fidelity.FULL] for c in references)  # parents are scored in full only
     assert all(at[c] in ([Fidelity.LOW], [Fidelity.FULL, Fidelity.LOW]) for c in searched)
     promoted = {c for c in searched if Fidelity.FULL in at[c]}
-    assert 0 < len(promoted) == outcome.stats.promoted < len(searched) / 2
+    # How many are promoted depends on the order results finish in (a run that improves
+    # promotes more); the exact rule is checked below. Some must be left at the low rung.
+    assert 0 < len(promoted) == outcome.stats.promoted < len(searched)
     # Low rows come first; the cost of each row is what it scored (5 questions low, 20 full).
     for e in rows:
         assert e.samples_scored == (5 if e.fidelity == Fidelity.LOW else 20)
