@@ -15,13 +15,20 @@ archive of genomes (default 20), each with its per-sample validation scores ``s_
   proportionally to ``f``, independently and with replacement, so it may be parent 1 itself
   (whose child is then parent 1 again).
 - Child: a split point and a mix ratio ``w ~ U(0, 1)``; coordinates before the split take
-  ``SLERP_w(p1, p2)``, the rest ``SLERP_{1-w}``. Split points lie on layer-group boundaries
-  (`GenomeLayout.split_points`: both sides are whole layer groups, never part of a group's
-  models), drawn uniformly among the group starts, 0 included (split 0 is a whole-model
-  ``SLERP_{1-w}``; with ``split`` off every coordinate takes ``SLERP_w``). The paper splits the ordered
-  *layers*, so set a fine ``space.layer_groups`` (one group per layer) for its meaning; with
-  one group the split is always 0. See `slerp_values` for the angle: over the weight values,
-  or, given ``gram`` (task-vector inner products), exactly that of the merged task vectors.
+  ``SLERP_w(p1, p2)``, the rest ``SLERP_{1-w}``. Split points lie on block boundaries, drawn
+  uniformly among the block starts, 0 included (split 0 is a whole-model ``SLERP_{1-w}``; with
+  ``split`` off every coordinate takes ``SLERP_w``). A block is a (layer group, tensor kind)
+  slice of the genome (``split_on: block``, the default; `GenomeLayout.block_starts`) or a
+  whole layer group (``split_on: group``; `GenomeLayout.split_points`); either way both sides
+  hold whole blocks, never part of a block's models. The paper splits the model's ordered
+  parameters (layers, and within a layer attention before MLP), so set a fine
+  ``space.layer_groups`` (one group per layer) for its meaning. Without kinds the two are the
+  same; with one group and no kinds the split is always 0. Why blocks by default: a space
+  with kinds exists to give tensor kinds different values, and group-only splits can never
+  make a child whose kinds differ from its seeds' (on the zoo's kind pair, whose answer is
+  one parent's embeddings under the other's blocks, they never leave the seeds' score). See
+  `slerp_values` for the angle: over the weight values, or, given ``gram`` (task-vector inner
+  products), exactly that of the merged task vectors.
 - Replacement: a successful child joins; when the archive is over capacity, the member with
   the lowest competition fitness (recomputed with the child) is dropped; among tied least-fit
   members the OLDEST goes (the reference's argmin picks the first row), so the child wins ties.
@@ -69,6 +76,7 @@ FITNESS_TASK = "<fitness>"
 """The one "sample" of a result without per-sample scores: its fitness."""
 
 ScoreTransform = Literal["none", "minmax"]
+SplitOn = Literal["block", "group"]
 
 
 @dataclass(frozen=True)
@@ -90,8 +98,9 @@ PRESETS: dict[str, Preset] = {
 class GenomeLayout:
     """What crossover needs to know about the genome, torch-free.
 
-    ``split_points``: the coordinates a split may fall on (the first coordinate of each layer
-    group, 0 first). ``weight_mask``: coordinates that are merge weights (enter the SLERP
+    ``split_points``: the first coordinate of each layer group, 0 first; ``block_starts``: the
+    first coordinate of each (layer group, tensor kind) block, a superset (empty: the same as
+    ``split_points``). The points a split may fall on, by ``split_on``. ``weight_mask``: coordinates that are merge weights (enter the SLERP
     angle). ``lower``/``upper``: each coordinate's value bounds (genome x maps to
     ``lower + x * (upper - lower)``).
     """
@@ -100,6 +109,7 @@ class GenomeLayout:
     weight_mask: tuple[bool, ...]
     lower: tuple[float, ...]
     upper: tuple[float, ...]
+    block_starts: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         d = len(self.weight_mask)
@@ -108,6 +118,15 @@ class GenomeLayout:
         if not self.split_points or self.split_points[0] != 0 or list(self.split_points) != sorted(set(self.split_points)) \
                 or self.split_points[-1] >= d:
             raise ValueError("GenomeLayout.split_points: increasing coordinates, starting at 0, below the dimension")
+        if self.block_starts and (not set(self.split_points) <= set(self.block_starts)
+                                  or list(self.block_starts) != sorted(set(self.block_starts))
+                                  or self.block_starts[-1] >= d):
+            raise ValueError("GenomeLayout.block_starts: increasing coordinates below the dimension, "
+                             "every split point among them")
+
+    def points(self, split_on: SplitOn) -> tuple[int, ...]:
+        """Where a split may fall: block starts or group starts."""
+        return (self.block_starts or self.split_points) if split_on == "block" else self.split_points
 
     @property
     def dimension(self) -> int:
@@ -120,7 +139,7 @@ class GenomeLayout:
 
     @classmethod
     def from_space(cls, space: Any) -> GenomeLayout:
-        """Group starts, weight coordinates and bounds of a `ParameterSpace` (group-major layout).
+        """Group and block starts, weight coordinates and bounds of a `ParameterSpace` (group-major layout).
 
         Any other space (a data-flow genome) gets the `flat` layout: splits anywhere, no bounds.
         """
@@ -130,8 +149,10 @@ class GenomeLayout:
             return cls.flat(space.dimension)
         coords = space.coordinates
         starts = tuple(c.index for k, c in enumerate(coords) if k == 0 or c.group != coords[k - 1].group)
+        blocks = tuple(c.index for k, c in enumerate(coords)
+                       if k == 0 or (c.group, c.kind) != (coords[k - 1].group, coords[k - 1].kind))
         mask = tuple(bool(c.model) and c.parameter in WEIGHT_PARAMETERS for c in coords)
-        return cls(starts, mask, tuple(c.lower for c in coords), tuple(c.upper for c in coords))
+        return cls(starts, mask, tuple(c.lower for c in coords), tuple(c.upper for c in coords), blocks)
 
 
 # -- the pieces, as pure functions ------------------------------------------------------------------
@@ -293,6 +314,7 @@ class M2N2Strategy(Strategy):
         alpha: float | None = None,
         attraction: bool | None = None,
         split: bool | None = None,
+        split_on: SplitOn = "block",
         random_fill: bool = False,
         mutation_std: float = 0.0,
         epsilon: float = EPSILON,
@@ -314,6 +336,8 @@ class M2N2Strategy(Strategy):
         for key, given in (("alpha", alpha), ("attraction", attraction), ("split", split)):
             if given is not None and given != getattr(chosen, key) and preset != "m2n2":
                 raise UserError(f"m2n2.{key}: {given!r} contradicts preset '{preset}' ({key} = {getattr(chosen, key)!r})")
+        if split_on not in ("block", "group"):
+            raise UserError(f"m2n2.split_on: must be 'block' or 'group', got {split_on!r}")
         if not isinstance(mutation_std, int | float) or not 0 <= mutation_std:
             raise UserError(f"m2n2.mutation_std: must be >= 0, got {mutation_std!r}")
         if not isinstance(epsilon, int | float) or not 0 < epsilon:
@@ -331,6 +355,7 @@ class M2N2Strategy(Strategy):
         self.alpha = float(chosen.alpha if alpha is None else alpha)
         self.use_attraction = bool(chosen.attraction if attraction is None else attraction)
         self.use_split = bool(chosen.split if split is None else split)
+        self.split_on = split_on
         self.random_fill = bool(random_fill)
         self.mutation_std = float(mutation_std)
         self.epsilon = float(epsilon)
@@ -368,7 +393,7 @@ class M2N2Strategy(Strategy):
             j = int(others[sample_index(self.rng, attraction(scores, i, self.epsilon, c)[others])])
         else:
             j = sample_index(self.rng, f)  # with replacement, like parent 1
-        points = self.layout.split_points
+        points = self.layout.points(self.split_on)
         split = int(points[self.rng.integers(0, len(points))]) if self.use_split else self.dimension
         w = float(self.rng.random())
         id1, id2 = self._archive[i], self._archive[j]
@@ -491,6 +516,7 @@ class M2N2Strategy(Strategy):
             "alpha": self.alpha,
             "attraction": self.use_attraction,
             "split": self.use_split,
+            "split_on": self.split_on,
             "gram": self.gram is not None,
             "random_fill": self.random_fill,
             "score_transform": self.score_transform,

@@ -172,18 +172,39 @@ def test_replacement_drops_the_oldest_tied_least_fit_member():
     assert s.archive == (b.id, c.id, child.id)   # the oldest of the tied (a) goes, the child stays
 
 
-# -- 3. splits on layer-group boundaries -----------------------------------------------------------
-def test_layout_from_a_space_splits_only_between_layer_groups():
+# -- 3. splits on block or layer-group boundaries --------------------------------------------------
+@pytest.mark.parametrize(("split_on", "points"), [
+    (None, {0, 4, 8, 12, 16, 20}),        # the default: every (group, kind) block
+    ("block", {0, 4, 8, 12, 16, 20}),
+    ("group", {0, 8, 16}),
+])
+def test_layout_from_a_space_splits_between_blocks_or_layer_groups(split_on, points):
     sp = space(merge_method="dare_ties", models=["zoo/a", "zoo/b"], layer_groups=3, kinds=["mlp"],
                search={"weight": [0.0, 1.0], "density": [0.1, 1.0]})
     layout = GenomeLayout.from_space(sp)
     assert sp.dimension == 24 and layout.split_points == (0, 8, 16)  # group = 2 kinds x 2 models x 2 params
+    assert layout.block_starts == (0, 4, 8, 12, 16, 20)              # block = 2 models x 2 params
     assert layout.weight_mask[:4] == (False, True, False, True)      # density, weight per model
-    s = make_strategy("m2n2", sp.dimension, 0, space=sp, seeds=[s.genome for s in auto_seeds(sp)])
+    settings = {} if split_on is None else {"split_on": split_on}
+    s = make_strategy("m2n2", sp.dimension, 0, space=sp, seeds=[s.genome for s in auto_seeds(sp)], **settings)
     for c in s.ask(4):
         s.tell(c.id, ok(0.5, t=np.random.default_rng(int(c.id)).integers(0, 2, 5)))
     splits = {c.info["split"] for c in s.ask(300)}
-    assert splits == {0, 8, 16}
+    assert splits == points
+
+
+def test_block_splits_give_kinds_of_one_group_different_parents():
+    """One group, three kinds: group-only splits can only SLERP whole models; block splits can
+    put one parent's embeddings ("rest") under the other's blocks, the kind pair's answer."""
+    sp = space(merge_method="task_arithmetic", models=["zoo/a", "zoo/b"], kinds=["self_attn", "mlp"],
+               search={"weight": [0.0, 1.0]})
+    layout = GenomeLayout.from_space(sp)
+    assert layout.split_points == (0,) and layout.block_starts == (0, 2, 4)
+    a, b = np.array([1.0, 0.0] * 3), np.array([0.0, 1.0] * 3)  # a's models everywhere, b's
+    child = crossover(a, b, split=4, w=1.0, layout=layout)     # blocks from b, the rest from a
+    np.testing.assert_allclose(child, [0, 1, 0, 1, 1, 0], atol=1e-12)
+    with pytest.raises(UserError, match="m2n2.split_on"):
+        make_strategy("m2n2", sp.dimension, 0, space=sp, split_on="kind")
 
 
 def test_crossover_at_a_group_boundary():
@@ -421,12 +442,14 @@ def test_an_optimizer_that_cannot_learn_from_seeds_is_refused_when_built():
 def test_make_strategy_gives_m2n2_the_layout_of_the_space():
     sp = space(layer_groups=2)
     s = make_strategy("m2n2", sp.dimension, 0, space=sp, task_weights={"t": 2.0})
-    assert s.layout == GenomeLayout((0, 3), (True,) * 6, (0.0,) * 6, (1.0,) * 6) and s.task_weights == {"t": 2.0}
+    assert s.layout == GenomeLayout((0, 3), (True,) * 6, (0.0,) * 6, (1.0,) * 6, (0, 3)) and s.task_weights == {"t": 2.0}
     assert make_strategy("m2n2", 4, 0).layout == GenomeLayout.flat(4)  # no space: split anywhere
     with pytest.raises(UserError, match="space has 6 coordinates, not 5"):
         make_strategy("m2n2", 5, 0, space=sp)
     with pytest.raises(ValueError, match="split_points"):
         GenomeLayout((1,), (True,), (0.0,), (1.0,))
+    with pytest.raises(ValueError, match="block_starts"):  # a group start that is no block start
+        GenomeLayout((0, 2), (True,) * 3, (0.0,) * 3, (1.0,) * 3, (0, 1))
 
 
 def test_other_spaces_seed_from_their_start_genome_and_split_anywhere():
