@@ -189,7 +189,11 @@ def _check_strategy(config: RunConfig, space, fail) -> None:
         build_strategy(config, space)
     except UserError as exc:
         text = str(exc)
-        loc = ("strategy", "seeds") if "seed" in text.split(":")[0] else (
+        head = text.split(":")[0]
+        key = head.split(".", 1)[1] if "." in head else None  # "m2n2.split_on: ...": that setting
+        if key in config.strategy.settings:
+            raise fail(("strategy", "settings", key), text.removeprefix(f"{head}: ")) from None
+        loc = ("strategy", "seeds") if "seed" in head else (
             ("strategy", "settings") if "setting" in text else ("strategy", "name"))
         raise fail(loc, text.removeprefix("strategy: ")) from None
     except (TypeError, ValueError) as exc:  # a setting of the wrong type or range

@@ -53,6 +53,8 @@ CASES = {
     # field changed -> (new value, what the one line must say)
     "strategy typo": ("strategy.name", "cmaa", r"strategy\.name: .*unknown optimizer 'cmaa'; did you mean 'cma'"),
     "strategy setting": ("strategy.settings", {"popsiz": 4}, r"strategy\.settings: .*unknown setting 'popsiz'"),
+    "strategy setting value": ("strategy", {"name": "m2n2", "settings": {"split_on": "kind"}},
+                               r":\d+: strategy\.settings\.split_on: must be 'block' or 'group', got 'kind'$"),
     "missing model": ("models.sources.1", "/nowhere/model", r"models\.sources\.1: '/nowhere/model' is not a model"),
     "density above 1": ("space.search", {"weight": [0, 1], "density": [0.2, 1.5]}, r"space\.search\.density: \[0\.2, 1\.5\] must lie inside \(0, 1\]"),
     "unknown zoo model": ("models.base", "zoo:bass", r"models\.base: 'zoo:bass' names no zoo model \(did you mean 'base'"),
