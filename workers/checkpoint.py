@@ -82,6 +82,12 @@ class Checkpoint:
         return TensorReader(self.index)
 
     @cached_property
+    def tokenizer_digest(self) -> str | None:
+        """A hash of tokenizer.json's bytes (None without one): equal files need no parsing."""
+        tok = self.path / "tokenizer.json"
+        return hashlib.sha256(tok.read_bytes()).hexdigest() if tok.is_file() else None
+
+    @cached_property
     def vocabulary_fingerprint(self) -> str | None:
         """A hash of the tokenizer's vocabulary (None when the directory has no tokenizer.json)."""
         tok = self.path / "tokenizer.json"
