@@ -48,3 +48,18 @@ def test_result_does_not_depend_on_the_block_size(name, dtype, monkeypatch):
     blocked = run()
     assert blocked.dtype == dtype and blocked.shape == whole.shape
     assert torch.equal(blocked.view(-1).view(torch.uint8), whole.view(-1).view(torch.uint8))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", ["linear", "task_arithmetic", "ties"])
+def test_half_precision_inputs_are_computed_in_float32_then_rounded_once(name, dtype):
+    """Half-precision inputs are read as float32 inside the kernels' own ops (no scratch copy):
+    the result must be the float32 merge of the same values, rounded once."""
+    g = torch.Generator().manual_seed(2)
+    b = torch.randn(300, 301, generator=g).to(dtype)  # > one block: a partial last block too
+    models = [(b.float() + 0.1 * torch.randn(300, 301, generator=g)).to(dtype) for _ in range(3)]
+    method = get_method(name)
+    half = method(models, b, **PARAMS[name])
+    full = method([m.float() for m in models], b.float(), **PARAMS[name]).to(dtype)
+    assert half.dtype == dtype
+    assert torch.equal(half.view(-1).view(torch.int16), full.view(-1).view(torch.int16))

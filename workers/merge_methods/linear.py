@@ -4,9 +4,10 @@ merged = sum_i weight_i x_i, divided by sum_i weight_i when ``normalize`` (the d
 Computed in float32 (float64 stays float64) and returned in the inputs' dtype. mergekit
 divides by a zero weight sum and returns inf/NaN; here that is an error.
 
-The sum runs block by block (`base.blocks`): a float32 accumulator of one block, each
-input converted into a scratch block, then the result converted into the output, so a
-bfloat16 merge touches each input and output element once in memory.
+The sum runs block by block (`base.blocks`): a float32 accumulator of one block, to which
+each input is added (torch's mixed-dtype add reads bfloat16 as float32, exactly, in the same
+pass), then the result converted into the output, so a bfloat16 merge touches each input
+and output element once in memory.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from workers.merge_methods.base import (
     blocks,
     check_shapes,
     compute_dtype,
-    in_dtype,
     per_model,
 )
 
@@ -44,12 +44,11 @@ def linear(tensors: list[torch.Tensor], *, weight: list[float], normalize: bool 
     parts = blocks(out_flat.numel(), first.device)
     width = parts[0].stop - parts[0].start if parts else 0
     acc_block = torch.empty(width, dtype=dtype, device=first.device)  # (B,)
-    scratch = torch.empty(width, dtype=dtype, device=first.device)  # (B,)
     for part in parts:
         acc = acc_block[: part.stop - part.start]
         acc.zero_()
-        for x, w in zip(flat, weight):
-            acc.add_(in_dtype(x[part], dtype, scratch), alpha=w)
+        for x, w in zip(flat, weight):  # a bfloat16 x is read as float32 by the add itself
+            acc.add_(x[part], alpha=w)
         if divide:
             acc.div_(total)
         out_flat[part].copy_(acc)

@@ -118,13 +118,11 @@ def _sparse_deltas(tensors: list[torch.Tensor], base: torch.Tensor, parts: list[
 
 
 def _block_deltas(tensors: list[torch.Tensor], part: slice, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """(M, B) x_i - b over one block, into ``out``; a bfloat16 x_i is converted there first."""
+    """(M, B) x_i - b over one block, into ``out``; a bfloat16 x_i is read as float32 by the
+    subtraction itself (torch's mixed-dtype kernel: exactly a conversion, then the float32
+    subtraction, in one pass)."""
     for i, tensor in enumerate(tensors):
-        x = tensor.reshape(-1)[part]
-        if x.dtype == out.dtype:
-            torch.sub(x, b, out=out[i])
-        else:
-            out[i].copy_(x).sub_(b)
+        torch.sub(tensor.reshape(-1)[part], b, out=out[i])
     return out
 
 
