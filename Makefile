@@ -26,16 +26,16 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # The benchmark suite (benchmarks/README.md): JSON and PNG results in benchmarks/results/.
-# About an hour on 2 cores, most of it the search suite (5 seeds per space, as the goals ask);
+# About 70 minutes on 2 cores, most of it the search suite (5 seeds per space, as the goals ask);
 # each script's --help shows its knobs.
 bench: $(STAMP)
 	$(PY) benchmarks/merge_throughput.py
 	$(PY) benchmarks/candidate_switch.py --shape small
 	$(PY) benchmarks/utilisation.py
 	$(PY) benchmarks/peer_mergekit_evolve.py --config examples/zoo_kind.yaml --seeds 0 1 2 3 4 --evaluations 54 \
-		--name peer_kind_pair_bench --tools mergekit-evolve evolve evolve:random
+		--name peer_kind_pair_bench --tools mergekit-evolve evolve evolve:m2n2 evolve:random
 	$(PY) benchmarks/peer_mergekit_evolve.py --config benchmarks/configs/zoo_dare_ties_72.yaml --seeds 0 1 2 3 4 \
-		--evaluations 32 --name peer_dare_ties_72_bench --tools mergekit-evolve evolve
+		--evaluations 32 --name peer_dare_ties_72_bench --tools mergekit-evolve evolve evolve:m2n2
 
 clean:
 	rm -rf $(VENV) runs out
