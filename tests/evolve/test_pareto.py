@@ -190,7 +190,7 @@ def test_preflight_names_an_unknown_objective(family):
     from tests.fixtures.run_configs import config_dict
 
     data = config_dict(family, strategy={"name": "pareto", "seed": 0, "settings": {"objectives": ["analytic", "nope"]}})
-    with pytest.raises(UserError, match=r"strategy\.settings: pareto\.objectives: task 'nope' is not one of the "
+    with pytest.raises(UserError, match=r"strategy\.settings\.objectives: task 'nope' is not one of the "
                                         r"run's tasks \(analytic\)"):
         check_run(RunConfig.model_validate(data))
     check_run(RunConfig.model_validate(config_dict(family, strategy={"name": "pareto", "seed": 0, "settings": {}})))
