@@ -25,8 +25,7 @@ archive of genomes (default 20), each with its per-sample validation scores ``s_
   ``space.layer_groups`` (one group per layer) for its meaning. Without kinds the two are the
   same; with one group and no kinds the split is always 0. Why blocks by default: a space
   with kinds exists to give tensor kinds different values, and group-only splits can never
-  make a child whose kinds differ from its seeds' (on the zoo's kind pair, whose answer is
-  one parent's embeddings under the other's blocks, they never leave the seeds' score). See
+  give two kinds of one group different parents (`benchmarks/README.md` §3.4 measures both). See
   `slerp_values` for the angle: over the weight values, or, given ``gram`` (task-vector inner
   products), exactly that of the merged task vectors.
 - Replacement: a successful child joins; when the archive is over capacity, the member with
@@ -100,9 +99,9 @@ class GenomeLayout:
 
     ``split_points``: the first coordinate of each layer group, 0 first; ``block_starts``: the
     first coordinate of each (layer group, tensor kind) block, a superset (empty: the same as
-    ``split_points``). The points a split may fall on, by ``split_on``. ``weight_mask``: coordinates that are merge weights (enter the SLERP
-    angle). ``lower``/``upper``: each coordinate's value bounds (genome x maps to
-    ``lower + x * (upper - lower)``).
+    ``split_points``); a split falls on one or the other, by ``split_on``. ``weight_mask``:
+    coordinates that are merge weights (enter the SLERP angle). ``lower``/``upper``: each
+    coordinate's value bounds (genome x maps to ``lower + x * (upper - lower)``).
     """
 
     split_points: tuple[int, ...]
