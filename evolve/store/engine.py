@@ -200,7 +200,10 @@ def ensure_schema(engine: sa.Engine, url: str, upgrade: bool, read_only: bool = 
     except SQLAlchemyError as exc:
         orig = getattr(exc, "orig", None) or exc
         reason = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-        raise StoreUnreachableError(f"store {url}: cannot connect ({reason})") from None
+        # A lock (a fresh SQLite file whose schema another process is creating) is chained, so
+        # the store's retry sees it; anything else (a wrong URL) fails at once, unchained.
+        raise StoreUnreachableError(f"store {url}: cannot connect ({reason})") from (
+            exc if is_retryable(exc) else None)
     try:
         with raw_connection as raw:
             connection = raw.execution_options(**{WRITE: not read_only})
