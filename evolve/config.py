@@ -74,7 +74,7 @@ class StrategyConfig(_Strict):
     seed: int = Field(default=0, ge=0)
     settings: dict[str, Any] = Field(default_factory=dict)
     seeds: Literal["auto", "none"] | list[dict[str, Any]] = Field(
-        default="auto", description="initial genomes, asked first: auto (source models, uniform merges; "
+        default="auto", description="initial genomes, asked first: auto (source models, uniform merges, each model left out; "
         "evolve.seeds), none, or a list of recipes")
 
 

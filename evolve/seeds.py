@@ -11,7 +11,12 @@ clipped into the searched bounds and deduplicated (the first of equal genomes is
    parameter, not a genome coordinate, so they are one genome;
 3. ``uniform:1``: every weight 1, density 1 (task arithmetic at full strength); left out when
    the merge divides the weights by their sum (``normalize``, set or the method's default),
-   since it is then the same merge as ``uniform:1/N`` and would spend an evaluation on nothing.
+   since it is then the same merge as ``uniform:1/N`` and would spend an evaluation on nothing;
+4. with three or more models, ``without:NAME`` for each model: weight 0 on that model and 1 on
+   the others, density 1 (under ``normalize``, the others' uniform merge). It is the ablation a
+   user runs to find a model that hurts the merge; N more evaluations, where a model that
+   drags every merge down is otherwise a corner (its weight exactly 0 in every block) that
+   Gaussian steps from a uniform merge do not reach (`benchmarks/README.md` §3.5).
 
 ``none`` gives no seeds; a list of recipes (mappings, as in a recipe file) gives those, each
 encoded by the space (a recipe the space cannot represent is refused, naming its index).
@@ -52,7 +57,7 @@ NEUTRAL: dict[str, float] = {
 
 @dataclass(frozen=True)
 class Seed:
-    """One initial genome and where it came from (``parent:NAME``, ``uniform:1/N``, ``recipe[i]``)."""
+    """One initial genome and where it came from (``parent:NAME``, ``uniform:1/N``, ``without:NAME``, ``recipe[i]``)."""
 
     label: str
     genome: tuple[float, ...]
@@ -88,14 +93,16 @@ def seed_genomes(space: Any, spec: str | Sequence[Mapping[str, Any]] | None) -> 
 
 
 def auto_seeds(space: ParameterSpace) -> tuple[Seed, ...]:
-    """The source models, then uniform merges at 1/N and 1 (see the module docstring)."""
+    """The source models, uniform merges at 1/N and 1, then each model left out (see the module docstring)."""
     n = len(space.models)
     wanted: list[tuple[str, dict[str, float]]] = [
-        (f"parent:{PurePath(m).name or m}", {model: float(model == m) for model in space.models}) for m in space.models
+        (f"parent:{_name(m)}", {model: float(model == m) for model in space.models}) for m in space.models
     ]
     wanted.append((f"uniform:1/{n}", {model: 1.0 / n for model in space.models}))
     if not normalizes_weights(space):
         wanted.append(("uniform:1", {model: 1.0 for model in space.models}))
+    if n >= 3:
+        wanted += [(f"without:{_name(m)}", {model: float(model != m) for model in space.models}) for m in space.models]
     out: list[Seed] = []
     seen: set[tuple[float, ...]] = set()
     for label, weights in wanted:
@@ -104,6 +111,10 @@ def auto_seeds(space: ParameterSpace) -> tuple[Seed, ...]:
             seen.add(genome)
             out.append(Seed(label, genome))
     return tuple(out)
+
+
+def _name(model: str) -> str:
+    return PurePath(model).name or model
 
 
 def normalizes_weights(space: ParameterSpace) -> bool:

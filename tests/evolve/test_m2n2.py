@@ -44,13 +44,15 @@ def ok(fitness, **samples) -> Result:
 
 
 # -- 1. seeds ------------------------------------------------------------------------------------
-def test_auto_seeds_are_the_source_models_then_uniform_merges():
+def test_auto_seeds_are_the_source_models_uniform_merges_then_each_model_left_out():
     sp = space()
     seeds = auto_seeds(sp)
-    assert [s.label for s in seeds] == ["parent:a", "parent:b", "parent:c", "uniform:1/3", "uniform:1"]
+    assert [s.label for s in seeds] == ["parent:a", "parent:b", "parent:c", "uniform:1/3", "uniform:1",
+                                        "without:a", "without:b", "without:c"]
     np.testing.assert_array_equal([s.genome for s in seeds[:3]], np.eye(3))  # one-hot weights
     np.testing.assert_allclose(seeds[3].genome, [1 / 3] * 3)
     assert seeds[4].genome == (1.0, 1.0, 1.0)
+    np.testing.assert_array_equal([s.genome for s in seeds[5:]], 1 - np.eye(3))  # the others at full strength
     first = sp.decode(seeds[0].genome)  # the recipe reproduces base + task vector of a
     assert [e.parameters["weight"] for e in first.models] == [1.0, 0.0, 0.0]
     assert seed_genomes(sp, "none") == () and seed_genomes(sp, None) == ()
@@ -64,8 +66,11 @@ def test_auto_seeds_clip_into_bounds_encode_density_one_and_drop_duplicates():
     np.testing.assert_allclose(values[0], [1.0, 0.8, 1.0, 0.2, 1.0, 0.2] * 2)  # 1 -> 0.8, 0 -> 0.2 (bounds)
     np.testing.assert_allclose(values[3], [1.0, 1 / 3, 1.0, 1 / 3, 1.0, 1 / 3] * 2)
     np.testing.assert_allclose(values[4], [1.0, 0.8] * 6)  # weight 1, clipped to 0.8
+    np.testing.assert_allclose(values[5], [1.0, 0.2, 1.0, 0.8, 1.0, 0.8] * 2)  # without:a, clipped the same way
     one = auto_seeds(space(models=["zoo/a"]))  # one model: parent, 1/1 and 1 are one genome
     assert [s.label for s in one] == ["parent:a"]
+    two = auto_seeds(space(models=["zoo/a", "zoo/b"]))  # two models: leaving one out is the other parent
+    assert [s.label for s in two] == ["parent:a", "parent:b", "uniform:1/2", "uniform:1"]
 
 
 @pytest.mark.parametrize(("overrides", "has_uniform_1"), [
@@ -79,7 +84,8 @@ def test_auto_seeds_clip_into_bounds_encode_density_one_and_drop_duplicates():
 def test_auto_seeds_leave_out_uniform_1_when_the_merge_normalizes_the_weights(overrides, has_uniform_1):
     labels = [s.label for s in auto_seeds(space(**overrides))]
     assert labels[:4] == ["parent:a", "parent:b", "parent:c", "uniform:1/3"]
-    assert ("uniform:1" in labels) == has_uniform_1 and len(labels) == 4 + has_uniform_1
+    assert labels[-3:] == ["without:a", "without:b", "without:c"]
+    assert ("uniform:1" in labels) == has_uniform_1 and len(labels) == 7 + has_uniform_1
 
 
 def test_recipe_seeds_are_encoded_by_the_space_and_refused_by_index():
