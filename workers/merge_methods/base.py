@@ -189,6 +189,31 @@ def blocks(n: int, device: torch.device) -> list[slice]:
     return [slice(start, min(n, start + size)) for start in range(0, n, size)]
 
 
+def weighted_sum(tensors: list[torch.Tensor], coefficients: list[float], *, like: torch.Tensor,
+                 out: torch.Tensor | None = None, divide_by: float | None = None) -> torch.Tensor:
+    """``sum_i coefficients_i * tensors_i`` (then ``/ divide_by``), in ``like``'s shape and dtype.
+
+    Block by block (`blocks`): a float32 (float64 for float64) accumulator of one block, to
+    which each input is added with its coefficient in one fused pass (torch's mixed-dtype add
+    reads bfloat16 as float32, exactly), then converted into the output once.
+    """
+    flat = [t.reshape(-1) for t in tensors]  # (N,) each
+    if out is None:
+        out = torch.empty(like.shape, dtype=like.dtype, device=like.device)  # (*S)
+    out_flat = out.view(-1)  # (N,)
+    parts = blocks(out_flat.numel(), like.device)
+    width = parts[0].stop - parts[0].start if parts else 0
+    acc_block = torch.empty(width, dtype=compute_dtype(like), device=like.device)  # (B,)
+    for part in parts:
+        acc = acc_block[: part.stop - part.start].zero_()
+        for x, c in zip(flat, coefficients):
+            acc.add_(x[part], alpha=c)
+        if divide_by is not None:
+            acc.div_(divide_by)
+        out_flat[part].copy_(acc)
+    return out
+
+
 def in_dtype(x: torch.Tensor, dtype: torch.dtype, scratch: torch.Tensor) -> torch.Tensor:
     """``x`` in ``dtype``: itself when it already is, else converted into the front of ``scratch``."""
     if x.dtype == dtype:

@@ -4,10 +4,8 @@ merged = sum_i weight_i x_i, divided by sum_i weight_i when ``normalize`` (the d
 Computed in float32 (float64 stays float64) and returned in the inputs' dtype. mergekit
 divides by a zero weight sum and returns inf/NaN; here that is an error.
 
-The sum runs block by block (`base.blocks`): a float32 accumulator of one block, to which
-each input is added (torch's mixed-dtype add reads bfloat16 as float32, exactly, in the same
-pass), then the result converted into the output, so a bfloat16 merge touches each input
-and output element once in memory.
+The sum runs block by block (`base.weighted_sum`), so a bfloat16 merge touches each input and
+output element once in memory.
 """
 
 from __future__ import annotations
@@ -15,12 +13,7 @@ from __future__ import annotations
 import torch
 
 from search_spaces.errors import RecipeError
-from workers.merge_methods.base import (
-    blocks,
-    check_shapes,
-    compute_dtype,
-    per_model,
-)
+from workers.merge_methods.base import check_shapes, compute_dtype, per_model, weighted_sum
 
 
 def linear(tensors: list[torch.Tensor], *, weight: list[float], normalize: bool = True,
@@ -37,19 +30,4 @@ def linear(tensors: list[torch.Tensor], *, weight: list[float], normalize: bool 
     dtype = compute_dtype(first)
     # dividing by a sum that is 1 in the compute dtype changes no bit: skip that pass
     divide = normalize and torch.tensor(total, dtype=dtype).item() != 1.0
-    flat = [t.reshape(-1) for t in tensors]  # (N,) each
-    if out is None:
-        out = torch.empty(first.shape, dtype=first.dtype, device=first.device)  # (*S)
-    out_flat = out.view(-1)  # (N,)
-    parts = blocks(out_flat.numel(), first.device)
-    width = parts[0].stop - parts[0].start if parts else 0
-    acc_block = torch.empty(width, dtype=dtype, device=first.device)  # (B,)
-    for part in parts:
-        acc = acc_block[: part.stop - part.start]
-        acc.zero_()
-        for x, w in zip(flat, weight):  # a bfloat16 x is read as float32 by the add itself
-            acc.add_(x[part], alpha=w)
-        if divide:
-            acc.div_(total)
-        out_flat[part].copy_(acc)
-    return out
+    return weighted_sum(tensors, weight, like=first, out=out, divide_by=total if divide else None)

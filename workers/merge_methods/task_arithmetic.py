@@ -23,6 +23,13 @@ changes how mergekit stores the sign mask.
 Steps 3-6 run block by block (`base.blocks`), and so does step 1 when nothing is sparsified:
 only a sparsification, whose mask depends on the whole task vector, needs whole float32
 task vectors in memory.
+
+With neither a sparsification nor a sign election (plain task arithmetic, with or without
+``normalize`` and ``lambda``) the merge is linear in the inputs, ``b + sum_i c_i (x_i - b) =
+(1 - sum_i c_i) b + sum_i c_i x_i`` with ``c_i = lambda * weight_i / divisor``, and is
+computed so (`base.weighted_sum`): one fused multiply-add per input into a float32 block, about
+half the passes of forming the task vectors. The two forms differ only by float32 rounding
+(about 1e-7 of the largest term), far below a bfloat16 output's own rounding.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from workers.merge_methods.base import (
     compute_dtype,
     in_dtype,
     per_model,
+    weighted_sum,
 )
 from workers.merge_methods.sparsify import METHODS as SPARSIFICATIONS
 from workers.merge_methods.sparsify import apply_mask_, keep_mask
@@ -69,6 +77,11 @@ def task_arithmetic(
     if n_models == 0:
         return base.clone() if out is None else out.copy_(base)
     weight = per_model(weight, n_models, "weight")
+    if sparsification is None and consensus is None:
+        total = sum(weight)
+        divisor = total if normalize and abs(total) >= 1e-8 else 1.0
+        coefficients = [lambda_ * w / divisor for w in weight]
+        return weighted_sum([*tensors, base], [*coefficients, 1.0 - sum(coefficients)], like=base, out=out)
     dtype = compute_dtype(base)
     n = base.numel()
     base_flat = base.reshape(-1)  # (N,)
