@@ -226,6 +226,27 @@ def test_task_arithmetic_lambda_scales_the_merged_task_vector():
     _assert_rel_close(two - base, 2 * (one - base), tol=1e-4)
 
 
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("lambda_", [1.0, 0.7])
+@pytest.mark.parametrize("weight", [[0.6, 1.3, 0.2], [1.5, 1.5, 1.5], [0.5, -0.5, 1e-9]])
+def test_task_arithmetic_is_the_float64_task_vector_sum_to_float32_rounding(weight, lambda_, normalize):
+    """Computed as (1 - sum c) b + sum c x: the float64 b + sum c (x - b) up to a few float32 ulps."""
+    base, models = _family(spread=0.01)
+    total = sum(weight)
+    divisor = total if normalize and abs(total) >= 1e-8 else 1.0  # the third weight set sums to ~1e-9
+    expected = base.double() + sum(lambda_ * w / divisor * (x.double() - base.double()) for w, x in zip(weight, models))
+    ours = _call("task_arithmetic", models, base, weight=weight, normalize=normalize, **{"lambda": lambda_})
+    scale = max(1.0, sum(abs(lambda_ * w / divisor) for w in weight))  # the largest term, in units of |x|
+    assert (ours.double() - expected).abs().max() <= 4 * scale * 2**-24 * expected.abs().max()
+
+
+def test_task_arithmetic_of_one_hot_weights_is_that_model_bit_for_bit():
+    base, models = _family()
+    for i, x in enumerate(models):
+        out = _call("task_arithmetic", models, base, weight=[float(i == k) for k in range(3)])
+        assert torch.equal(out.view(torch.int32), x.view(torch.int32))
+
+
 @pytest.mark.parametrize("name", [n for n in NAMES if n not in RANDOMIZED | {"slerp", "passthrough"}])
 def test_models_can_be_given_in_any_order(name):
     base, models = _family()
