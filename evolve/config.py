@@ -77,6 +77,14 @@ class StrategyConfig(_Strict):
         default="auto", description="initial genomes, asked first: auto (source models, uniform merges, each model left out; "
         "evolve.seeds), none, or a list of recipes")
 
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds_shape(cls, value: Any) -> Any:
+        """One plain message for a wrong kind of value, not one per member of the union."""
+        if value in ("auto", "none") or (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+            return value
+        raise ValueError(f"must be auto, none or a list of recipes (mappings), got {value!r}")
+
 
 class BudgetConfig(_Strict):
     """When the search stops asking for candidates: the first limit reached, of those given.

@@ -41,6 +41,10 @@ def test_good_config_loads_with_defaults(tmp_path):
     ("  - {name: zoo_target, weight: 1.0, limit: 20}", "  - {name: zoo_target, wieght: 1.0}",
      "run.yaml:14: tasks.0.wieght: unknown field"),
     ("strategy: {name: cma, seed: 1}", "strategy: {name: cma, seed: -1}", "run.yaml:11: strategy.seed"),
+    ("strategy: {name: cma, seed: 1}", "strategy: {name: cma, seeds: atuo}",
+     "run.yaml:11: strategy.seeds: must be auto, none or a list of recipes (mappings), got 'atuo'"),
+    ("strategy: {name: cma, seed: 1}", "strategy: {name: cma, seeds: [auto]}",
+     "run.yaml:11: strategy.seeds: must be auto, none or a list of recipes (mappings), got ['auto']"),
 ])
 def test_errors_name_field_and_line(tmp_path, old, new, expected):
     with pytest.raises(ConfigError) as info:
