@@ -240,7 +240,8 @@ class Variant:
                 variant = replace(variant, fidelity=True)
             elif "=" in flag:
                 key, value = flag.split("=", 1)
-                variant = replace(variant, settings=(*variant.settings, (key, float(value))))
+                number = int(value) if value.lstrip("-").isdigit() else float(value)  # popsize=6 stays an int
+                variant = replace(variant, settings=(*variant.settings, (key, number)))
             else:
                 variant = replace(variant, strategy=flag)
         return variant

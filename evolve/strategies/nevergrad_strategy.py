@@ -15,7 +15,8 @@ its CMA; we do, and replay depends on it.
 Seeds (``seeds=``): a generic optimizer gets them through nevergrad's ``suggest`` (its first
 asks return them, in order, and it learns from them as from its own points); one that cannot
 take unasked points is refused when built. CMA-ES asks them first, waits until all are told,
-then centres its search on the best one (see `CMAStrategy`).
+then centres its search on the best one, or on the centroid of the seeds tied with it (see
+`CMAStrategy`).
 
 nevergrad minimizes, so we tell ``-fitness``; a failure is told with ``-penalty_fitness()``
 (see `Strategy.penalty_fitness`), never dropped, so CMA generations always complete.
@@ -24,6 +25,7 @@ nevergrad minimizes, so we tell ``-fitness``; a failure is told with ``-penalty_
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -227,10 +229,14 @@ class CMAStrategy(NevergradStrategy):
     the CMA generation (pycma iteration) they were sampled in.
 
     Seeds are asked first (CMA proposes nothing until all are told); then CMA is rebuilt with
-    its mean at the best successful seed (earliest on ties), same seed, instead of ``start``,
-    and with `default_sigma0`'s step from a seed unless ``sigma0`` was given. Seeds are not
-    told to CMA itself: they are not samples of its distribution.
-    If every seed failed, CMA starts at ``start``.
+    its mean at the best successful seed, same seed, instead of ``start``, and with
+    `default_sigma0`'s step from a seed unless ``sigma0`` was given. Where the scores cannot
+    rank other seeds below the best (`seeds_tied_with_best`), the mean is the centroid of those
+    tied seeds instead, as CMA's own recombination would place it (``centre_on: tied``, the
+    default; ``best`` takes the best seed alone, as the driver does for a space with on/off
+    coordinates, where a centroid of two layer paths is neither). Seeds are not told to CMA
+    itself: they are not samples of its distribution. If every seed failed, CMA starts at
+    ``start``.
     """
 
     name = "cma"
@@ -246,6 +252,7 @@ class CMAStrategy(NevergradStrategy):
         start: float = 0.5,
         diagonal: bool = False,
         elitist: bool = False,
+        centre_on: str = "tied",
         budget: int | None = None,
         num_workers: int | None = None,
         failure_fitness: float | None = None,
@@ -259,6 +266,8 @@ class CMAStrategy(NevergradStrategy):
         if not isinstance(start, int | float) or not 0 < start < 1:
             raise UserError(f"cma.start: must be inside (0, 1), got {start!r}")
         _check_positive("popsize", popsize, allow_none=True, minimum=2)
+        if centre_on not in ("tied", "best"):
+            raise UserError(f"cma.centre_on: must be tied or best, got {centre_on!r}")
         if dimension == 1:
             raise UserError(
                 "cma: needs at least 2 genome coordinates (nevergrad runs 1-D CMA through the "
@@ -269,7 +278,9 @@ class CMAStrategy(NevergradStrategy):
         self.start = float(start)
         self.diagonal = bool(diagonal)
         self.elitist = bool(elitist)
-        self.centre: np.ndarray | None = None  # the best seed, once the seeds are told
+        self.centre_on = centre_on
+        self.centre: np.ndarray | None = None  # the best seed (or tied seeds' centroid), once told
+        self.centre_seeds: tuple[str, ...] = ()  # the candidate ids it was computed from
         super().__init__(dimension, seed, optimizer="CMA", budget=budget, num_workers=num_workers,
                          failure_fitness=failure_fitness, seeds=seeds)
         self._check_sigma()
@@ -303,10 +314,11 @@ class CMAStrategy(NevergradStrategy):
         if candidate.id in self._handles:
             super()._tell(candidate, result, fitness)
             return
-        if not self.seeds_pending:  # the last seed came back: centre CMA on the best one
-            told = [(r.fitness, -int(c.id), c) for c, r in self.seed_results() if not r.failed]
-            if told:
-                self.centre = max(told, key=lambda t: t[:2])[2].array
+        if not self.seeds_pending:  # the last seed came back: centre CMA on the best one(s)
+            tied = seeds_tied_with_best(self.seed_results())[: 1 if self.centre_on == "best" else None]
+            if tied:
+                self.centre = np.mean([c.array for c in tied], axis=0)
+                self.centre_seeds = tuple(c.id for c in tied)
                 if self.sigma0_setting is None:
                     self.sigma0 = default_sigma0(self.dimension, from_seed=True)
                 self.optimizer = self._instantiate()
@@ -325,10 +337,51 @@ class CMAStrategy(NevergradStrategy):
             "sigma0": self.sigma0,
             "start": self.start,
             "centre": None if self.centre is None else [float(v) for v in self.centre],
+            "centre_seeds": list(self.centre_seeds),
             "popsize": int(es.popsize),
             "generation": int(es.countiter),
             "sigma": float(es.sigma) * ARRAY_SIGMA,
         }
+
+
+TIE_SIGNIFICANCE = 0.05
+"""One-sided sign-test level at which a seed counts as worse than the best one."""
+
+
+def seeds_tied_with_best(told: Sequence[tuple[Candidate, Result]]) -> list[Candidate]:
+    """The best successful seed (earliest on equal fitness), then every other successful seed
+    that its scores cannot rank below it, in seed order.
+
+    Why: on a flat landscape a one-document difference would decide where CMA searches (on the
+    kind pair, uniform weights 1 beat 1/2 by 2 documents to 1 and put the search far from the
+    answer; benchmarks/README.md section 3.6). A seed is worse when a one-sided sign test over
+    the documents both were scored on (the same tasks, the same count) puts the best ahead at
+    `TIE_SIGNIFICANCE`; without comparable per-sample scores, only an equal fitness ties.
+    """
+    ok = [(c, r) for c, r in told if not r.failed]
+    if not ok:
+        return []
+    best_index = max(range(len(ok)), key=lambda i: (ok[i][1].fitness, -i))
+    best, best_result = ok[best_index]
+    tied = [best]
+    for candidate, result in ok:
+        if candidate is not best and not _ranked_below(result, best_result):
+            tied.append(candidate)
+    return tied
+
+
+def _ranked_below(result: Result, best: Result) -> bool:
+    """Whether ``best`` beats ``result`` significantly, document by document (sign test)."""
+    if result.fitness == best.fitness:
+        return False
+    shared = [t for t in (best.samples or {}) if len((result.samples or {}).get(t, ())) == len(best.samples[t])]
+    if not shared:
+        return True
+    diff = np.concatenate([np.asarray(best.samples[t]) - np.asarray(result.samples[t]) for t in shared])
+    wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
+    n = wins + losses
+    p_value = sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n  # P(at least `wins` | no difference)
+    return p_value <= TIE_SIGNIFICANCE
 
 
 def _check_positive(name: str, value: Any, allow_none: bool = False, minimum: int = 1) -> None:

@@ -63,7 +63,8 @@ def make_strategy(
     them from ``strategy.seeds``), ``task_weights`` (task name -> the run config's weight:
     m2n2 weighs its per-sample scores by them; pareto's default objectives are these tasks) and
     ``space`` (m2n2 reads its layer groups, weight coordinates and bounds through
-    `GenomeLayout.from_space`).
+    `GenomeLayout.from_space`; a space with on/off coordinates, a data-flow space, makes cma
+    centre on its best seed alone unless ``centre_on`` is given).
     """
     cls, optimizer = _resolve(name)
     known = _keywords(cls)
@@ -79,6 +80,8 @@ def make_strategy(
         settings["seeds"] = seeds
     if task_weights is not None and "task_weights" in accepted:
         settings["task_weights"] = task_weights
+    if getattr(space, "binary_indices", ()) and "centre_on" in known:
+        settings = {"centre_on": "best", **settings}  # a centroid of on/off coordinates means nothing
     if space is not None and "layout" in accepted:
         if space.dimension != space_dimension:
             raise UserError(f"strategy '{name}': space has {space.dimension} coordinates, not {space_dimension}")

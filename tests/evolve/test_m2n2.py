@@ -138,6 +138,46 @@ def test_cma_waits_for_its_seeds_then_centres_on_the_best():
     assert failed.centre is None and len(failed.ask(1)) == 1  # every seed failed: start at `start`
 
 
+def test_cma_centres_on_the_centroid_of_seeds_the_documents_cannot_rank_apart():
+    seeds = [[0.6, 0.0], [0.0, 0.6], [0.3, 0.3], [0.6, 0.6]]
+
+    def centre(*results: Result) -> CMAStrategy:
+        s = CMAStrategy(2, seed=0, seeds=seeds)
+        for c, r in zip(s.ask(4), results):
+            s.tell(c.id, r)
+        return s
+
+    flat = [0] * 64                                # the kind pair's seeds: 0, 0, 1 and 2 of 64 right
+    s = centre(ok(0.0, t=flat), ok(0.0, t=flat), ok(1 / 64, t=[1] + flat[1:]), ok(2 / 64, t=[1, 1] + flat[2:]))
+    np.testing.assert_allclose(s.centre, [0.375, 0.375])
+    assert s.state()["centre_seeds"] == ["3", "0", "1", "2"]  # the best first, then seed order
+    ahead = [1] * 6 + flat[6:]                     # 6 documents to none: a one-sided p of 1/64
+    s = centre(ok(0.0, t=flat), ok(0.0, t=flat), ok(1 / 64, t=[1] + flat[1:]), ok(6 / 64, t=ahead))
+    np.testing.assert_array_equal(s.centre, [0.6, 0.6])
+    s = centre(ok(5 / 64, t=[1] * 5 + flat[5:]), ok(0.0, t=flat), Result.failure("oom"), ok(1 / 64, t=[0] * 5 + [1] + flat[6:]))
+    np.testing.assert_allclose(s.centre, [0.6, 0.3])  # over seed 3, 5 wins to 1 (p = 7/64): tied;
+    assert s.state()["centre_seeds"] == ["0", "3"]       # over seed 1, 5 to 0 (p = 1/32): ahead
+    s = centre(ok(0.5), ok(0.5), ok(0.4), Result.failure("oom"))  # no per-sample scores: only equal fitness ties
+    np.testing.assert_allclose(s.centre, [0.3, 0.3])
+    s = centre(ok(0.5, t=flat), ok(0.5, u=flat), ok(0.4, t=[0] * 8), Result.failure("oom"))
+    np.testing.assert_allclose(s.centre, [0.3, 0.3])  # other tasks or document counts: not comparable
+
+
+def test_cma_centres_on_the_best_seed_alone_in_a_space_of_layer_paths():
+    from search_spaces.data_flow import DataFlowSpace
+
+    paths = DataFlowSpace("m/a", "m/b", 4, repeats=2, max_path_length=8)
+    assert make_strategy("cma", paths.dimension, space=paths).centre_on == "best"
+    assert make_strategy("cma", paths.dimension, space=paths, centre_on="tied").centre_on == "tied"
+    assert make_strategy("cma", space().dimension, space=space()).centre_on == "tied"
+    s = CMAStrategy(2, seed=0, centre_on="best", seeds=[[0.6, 0.0], [0.0, 0.6]])
+    for c in s.ask(2):
+        s.tell(c.id, ok(0.5))
+    np.testing.assert_array_equal(s.centre, [0.6, 0.0])  # tied, but the first seed alone
+    with pytest.raises(UserError, match="cma.centre_on: must be tied or best"):
+        CMAStrategy(2, centre_on="mean")
+
+
 @pytest.mark.parametrize(("dimension", "sigma_from_seed"), [(6, 1 / 6), (17, 1 / 6), (18, 1 / 12), (72, 1 / 12)])
 def test_cma_halves_its_default_step_from_a_seed_in_many_dimensions(dimension, sigma_from_seed):
     s = CMAStrategy(dimension, seed=0, popsize=300, num_workers=None, seeds=[[0.3] * dimension])
