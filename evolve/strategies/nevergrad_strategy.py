@@ -379,9 +379,16 @@ def _ranked_below(result: Result, best: Result) -> bool:
         return True
     diff = np.concatenate([np.asarray(best.samples[t]) - np.asarray(result.samples[t]) for t in shared])
     wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
-    n = wins + losses
-    p_value = sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n  # P(at least `wins` | no difference)
-    return p_value <= TIE_SIGNIFICANCE
+    return _sign_test_p(wins, wins + losses) <= TIE_SIGNIFICANCE
+
+
+def _sign_test_p(wins: int, n: int) -> float:
+    """P(at least ``wins`` of ``n`` fair coin flips): exact up to 200 flips, else the normal
+    approximation with continuity correction (the exact sum of big integers grows as n^2)."""
+    if n <= 200:
+        return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
+    z = (wins - 0.5 - n / 2) / math.sqrt(n / 4)
+    return 0.5 * math.erfc(z / math.sqrt(2))
 
 
 def _check_positive(name: str, value: Any, allow_none: bool = False, minimum: int = 1) -> None:

@@ -163,6 +163,14 @@ def test_cma_centres_on_the_centroid_of_seeds_the_documents_cannot_rank_apart():
     np.testing.assert_allclose(s.centre, [0.3, 0.3])  # other tasks or document counts: not comparable
 
 
+@pytest.mark.parametrize(("wins", "n"), [(0, 0), (3, 3), (5, 5), (120, 200), (130, 201), (1050, 2000), (10100, 20000)])
+def test_the_sign_test_is_exact_for_few_documents_and_close_for_many(wins, n):
+    from evolve.strategies.nevergrad_strategy import _sign_test_p
+
+    exact = sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n if n <= 2000 else 0.07969  # exact, once: 32 s
+    assert _sign_test_p(wins, n) == pytest.approx(exact, rel=0.01, abs=1e-4)
+
+
 def test_cma_centres_on_the_best_seed_alone_in_a_space_of_layer_paths():
     from search_spaces.data_flow import DataFlowSpace
 
