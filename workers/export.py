@@ -1,10 +1,10 @@
 """Streaming merge to a Hugging Face model directory, written atomically.
 
-Tensors are read one at a time (the next one is read while the current one merges), merged,
-and streamed into pre-laid-out shards in a temporary folder beside the destination. Only a
+Tensors are mapped from their shards one at a time (the next ones while the current one
+merges), merged, and streamed into pre-laid-out shards in a temporary folder beside the destination. Only a
 complete directory is renamed into place, so a crash or a bad input never leaves a
-half-written model, and peak memory is a few tensors, not a model. Inputs and outputs live
-in buffers reused from tensor to tensor (`BufferPool`), not in fresh memory each time.
+half-written model, and peak memory is a few tensors, not a model. Outputs live in buffers
+reused from tensor to tensor (`BufferPool`), not in fresh memory each time.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from itertools import islice
@@ -29,8 +29,8 @@ from search_spaces.data_flow import LayerPath, is_data_flow
 from search_spaces.errors import UserError
 from search_spaces.recipe import Recipe
 from workers.checkpoint import TOKENIZER_FILES
-from workers.plan import MergePlan, TensorMerge, execute, open_checkpoints, plan_merge
-from workers.safetensors_io import BufferPool, OutputTensor, ShardedWriter
+from workers.plan import MergePlan, TensorMerge, TensorRef, execute, open_checkpoints, plan_merge
+from workers.safetensors_io import BufferPool, OutputTensor, ShardedWriter, TensorReader
 
 DEFAULT_SHARD_BYTES = 2 * 2**30
 COPIED_FILES = ("generation_config.json",)
@@ -57,7 +57,7 @@ def merge_to_disk(recipe: Recipe, out: str | Path, *, max_shard_bytes: int = DEF
     plan = plan_merge(recipe, checkpoints)
     readers = {path: ckpt.reader() for path, ckpt in checkpoints.items()}
     try:
-        tensors = _stream_merges(plan, lambda ref, pool: readers[ref.model].read(ref.name, pool))
+        tensors = _stream_merges(plan, readers)
         return write_model_dir(plan, out, tensors, max_shard_bytes=max_shard_bytes, progress=progress,
                                overwrite=overwrite, card=card, extra_files=extra_files)
     finally:
@@ -65,30 +65,36 @@ def merge_to_disk(recipe: Recipe, out: str | Path, *, max_shard_bytes: int = DEF
             reader.close()
 
 
-def _stream_merges(plan: MergePlan, read: Callable[[Any, BufferPool], torch.Tensor],
+def _stream_merges(plan: MergePlan, readers: Mapping[str, TensorReader],
                    threads: int | None = None) -> Iterator[tuple[TensorMerge, torch.Tensor]]:
     """Merged tensors in plan order, computed by a few threads ahead of the writer.
 
-    Each thread reads one merge's inputs and merges them with single-threaded torch ops;
-    at most ``2 * threads`` merges are in flight (a thread done early starts the next one
-    while the writer waits on a slower one), which bounds memory to a few tensors.
-    On few cores this beats torch's own intra-op threads on these element-wise kernels,
-    and it overlaps reading, merging and writing. ``read(ref, buffers)`` reads into a buffer
-    of ``buffers``; inputs go back to it once merged, a yielded tensor once the consumer
-    asks for the next one (it has been written by then).
+    Each thread maps one merge's inputs (`TensorReader.map`: no copy) and merges them with
+    single-threaded torch ops; at most ``2 * threads`` merges are in flight (a thread done
+    early starts the next one while the writer waits on a slower one), which bounds memory
+    to a few tensors. On few cores this beats torch's own intra-op threads on these
+    element-wise kernels, and it overlaps reading, merging and writing. Inputs are released
+    once merged, a yielded tensor (and an input it is: passthrough) once the consumer asks
+    for the next one (it has been written by then).
     """
     threads = threads or max(1, min(4, os.cpu_count() or 1))
     buffers = BufferPool()
 
-    def job(merge: TensorMerge) -> torch.Tensor:
-        inputs = [read(r, buffers) for r in merge.inputs]
-        base = read(merge.base, buffers) if merge.base else None
+    def job(merge: TensorMerge) -> tuple[torch.Tensor, list[TensorRef]]:
+        refs = [*merge.inputs, *([merge.base] if merge.base else [])]
+        tensors = [readers[r.model].map(r.name) for r in refs]
         out = buffers.take(merge.dtype, merge.shape) if plan.method.writes_into else None
+        inputs, base = (tensors[:-1], tensors[-1]) if merge.base else (tensors, None)
         merged = execute(merge, plan.method, inputs, base, out)
-        for used in (*inputs, base, out):  # passthrough returns its input: that one waits for the writer
-            if used is not None and buffers.lent(used) and not _same_memory(used, merged):
-                buffers.give(used)
-        return merged
+        if out is not None and not _same_memory(out, merged):
+            buffers.give(out)
+        kept = []  # inputs the merged tensor is: released after it is written
+        for ref, tensor in zip(refs, tensors):
+            if _same_memory(tensor, merged):
+                kept.append(ref)
+            else:
+                readers[ref.model].release(ref.name)
+        return merged, kept
 
     todo = iter(plan.merges)
     previous = torch.get_num_threads()
@@ -98,13 +104,15 @@ def _stream_merges(plan: MergePlan, read: Callable[[Any, BufferPool], torch.Tens
             ahead = deque((m, pool.submit(job, m)) for m in islice(todo, 2 * threads))
             while ahead:
                 merge, future = ahead.popleft()
-                merged = future.result()
+                merged, kept = future.result()
                 following = next(todo, None)
                 if following is not None:
                     ahead.append((following, pool.submit(job, following)))
                 yield merge, merged
                 if buffers.lent(merged):
                     buffers.give(merged)
+                for ref in kept:
+                    readers[ref.model].release(ref.name)
     finally:
         torch.set_num_threads(previous)
 

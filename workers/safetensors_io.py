@@ -1,11 +1,13 @@
-"""Plain-read safetensors IO: one tensor at a time, with memory we control.
+"""Safetensors IO: one tensor at a time, with memory we control.
 
 The safetensors format is an 8-byte little-endian header length, a JSON header
-``{name: {dtype, shape, data_offsets}}`` and the raw bytes. Reading a tensor with one
-``readinto`` (instead of touching an mmap) keeps resident memory equal to the tensors in
-flight, which is what bounds the merge's peak RSS. Writing is laid out in advance: a merge
-knows every output name, shape and dtype before it computes anything, so each shard's
-header is written first and the tensors are streamed behind it in order.
+``{name: {dtype, shape, data_offsets}}`` and the raw bytes. A tensor is either read into
+memory of ours (`TensorReader.read`, one positional read) or mapped where it lies in the page
+cache (`TensorReader.map`, no copy at all); a mapped tensor's pages are dropped from the
+process again once it is used (`TensorReader.release`), so resident memory stays equal to the
+tensors in flight either way, which is what bounds the merge's peak RSS. Writing is laid out
+in advance: a merge knows every output name, shape and dtype before it computes anything, so
+each shard's header is written first and the tensors are streamed behind it in order.
 
 A `BufferPool` lets a stream of tensors reuse the same memory: a fresh buffer per tensor
 costs a page fault per 4 KiB page (glibc hands large blocks back to the kernel on free),
@@ -15,6 +17,7 @@ which took more system time than the copies themselves.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 import threading
@@ -119,11 +122,12 @@ class BufferPool:
 
 
 class TensorReader:
-    """Reads tensors by name across shards; safe to call from several threads (positional reads)."""
+    """Reads or maps tensors by name across shards; safe to call from several threads."""
 
     def __init__(self, index: dict[str, TensorInfo]):
         self.index = index
         self._fds: dict[Path, int] = {}
+        self._maps: dict[Path, mmap.mmap] = {}
         self._lock = threading.Lock()
 
     def _fd(self, path: Path) -> int:
@@ -146,11 +150,50 @@ class TensorReader:
             done += got
         return out
 
+    def map(self, name: str) -> torch.Tensor:
+        """The tensor over the shard's own pages, not copied; give its name to `release` once used.
+
+        The mapping is private (copy-on-write): a write to the tensor never reaches the file.
+        A tensor the format does not align for its dtype, or an empty one, is read instead.
+        """
+        info = self.index[name]
+        if info.nbytes == 0 or info.start % info.dtype.itemsize:
+            return self.read(name)
+        with self._lock:
+            mapped = self._maps.get(info.file)
+            if mapped is None:
+                with open(info.file, "rb") as f:
+                    mapped = self._maps[info.file] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        if info.start + info.nbytes > len(mapped):  # shrunk since its header was checked
+            raise OSError(f"{info.file}: truncated tensor '{name}'")
+        flat = torch.frombuffer(mapped, dtype=torch.uint8, count=info.nbytes, offset=info.start)
+        return flat.view(info.dtype).view(info.shape)
+
+    def release(self, name: str) -> None:
+        """Drop a mapped tensor's pages from this process (the page cache keeps them).
+
+        Only pages wholly inside the tensor go, so a neighbour still in use keeps its own.
+        """
+        info = self.index[name]
+        mapped = self._maps.get(info.file)
+        if mapped is None:
+            return
+        first = -(-info.start // mmap.PAGESIZE) * mmap.PAGESIZE
+        end = (info.start + info.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+        if end > first:
+            mapped.madvise(mmap.MADV_DONTNEED, first, end - first)
+
     def close(self) -> None:
         with self._lock:
             for fd in self._fds.values():
                 os.close(fd)
             self._fds.clear()
+            for mapped in self._maps.values():
+                try:
+                    mapped.close()
+                except BufferError:  # a mapped tensor is still alive: the mapping goes with it
+                    pass
+            self._maps.clear()
 
     def __enter__(self) -> TensorReader:
         return self

@@ -85,15 +85,15 @@ def test_a_truncated_source_is_refused_before_anything_is_written(family, tmp_pa
 def test_failure_mid_merge_leaves_nothing_behind(family, tmp_path, monkeypatch):
     from workers.safetensors_io import TensorReader
 
-    read, calls = TensorReader.read, []
+    map_tensor, calls = TensorReader.map, []
 
-    def failing_read(self, name, pool=None):  # a disk error after some tensors were merged and written
+    def failing_map(self, name):  # a disk error after some tensors were merged and written
         calls.append(name)
         if len(calls) > 5:
             raise OSError(f"injected read error at '{name}'")
-        return read(self, name, pool)
+        return map_tensor(self, name)
 
-    monkeypatch.setattr(TensorReader, "read", failing_read)
+    monkeypatch.setattr(TensorReader, "map", failing_map)
     with pytest.raises(OSError, match="injected read error"):
         merge_to_disk(linear_recipe(family), tmp_path / "out", progress=False)
     assert len(calls) > 5 and list(tmp_path.iterdir()) == []
