@@ -15,8 +15,9 @@ A broken setup fails fast: `FailFast` watches every final outcome and stops the 
 
 Multi-fidelity runs (``fidelity:``, `FidelityConfig`) are asynchronous successive halving
 over two rungs, which keeps the loop steady-state: every candidate is scored LOW first; a
-low result ranked within the top ``promote_fraction`` of the run's low results so far is
-promoted and scored FULL (a second evaluation row), ahead of any new ask. The strategy is
+low result ranked within the top ``promote_fraction`` of the run's low results so far, or
+above the best full result so far, is promoted and scored FULL (a second evaluation row),
+ahead of any new ask. The strategy is
 told once per candidate, at the best fidelity it gets: the full result of a promoted
 candidate (told when it arrives; the others keep going meanwhile), the low result of every
 other one, as it is. A low result is the same tasks on a fixed subsample, so it estimates
@@ -505,14 +506,11 @@ class SearchLoop:
         return False
 
     def _promote(self, store_id: str, low: Result, reserved: int) -> bool:
-        """Successive halving's rule, asynchronously (ASHA): a low result is promoted when it
-        ranks within the top ``promote_fraction`` of the low results so far, itself included,
-        and its full evaluation fits in ``max_samples`` (beside ``reserved``).
-        A tie goes to the earlier result: low scores on a few documents tie often, and promoting
-        every tie would spend full evaluations on candidates the low fidelity cannot tell apart."""
-        ahead = sum(1 for r in self._low.values() if r.fitness >= low.fitness)
+        """Whether a low result is promoted (`promotes`): and only when its full evaluation
+        fits in ``max_samples`` (beside ``reserved``)."""
+        earlier = [r.fitness for r in self._low.values()]
         self._low[store_id] = low
-        return (ahead < math.ceil(self.fidelity.promote_fraction * len(self._low))
+        return (promotes(low.fitness, earlier, self.stats.best_fitness, self.fidelity.promote_fraction)
                 and self._affordable(Fidelity.FULL, reserved))
 
     def _settle(self, job: _InFlight, result: Result) -> None:
@@ -550,6 +548,20 @@ class SearchLoop:
 
 
 _FAILED = Result(fitness=None, samples=None, failed=True)
+
+
+def promotes(low: float, earlier_lows: list[float], best_full: float, fraction: float) -> bool:
+    """Successive halving's rule, asynchronously (ASHA): a low result is promoted when it ranks
+    within the top ``fraction`` of the low results so far, itself included, or when it is
+    above the best full result so far (``best_full``: it could be the new best).
+
+    A tie goes to the earlier result: low scores on a few documents tie often, and promoting
+    every tie would spend full evaluations on candidates the low fidelity cannot tell apart.
+    The second clause is what keeps a run climbing once the low rung saturates: near the
+    optimum most low scores tie at the top, and without it none would be promoted again.
+    """
+    ahead = sum(1 for f in earlier_lows if f >= low)
+    return ahead < math.ceil(fraction * (len(earlier_lows) + 1)) or low > best_full
 
 
 def _final_results(store: Store, run_id: str) -> dict[tuple[str, Fidelity], Result]:

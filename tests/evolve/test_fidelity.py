@@ -16,6 +16,7 @@ import yaml
 
 from evolve import runner
 from evolve.config import RunConfig
+from evolve.loop import promotes
 from evolve.preflight import check_run
 from evolve.store import Fidelity, Store
 from evolve.store.records import EvaluationStatus, RunStatus
@@ -83,13 +84,29 @@ def test_promotion_follows_the_top_fraction_of_the_low_results_so_far(finished):
     searched = {c.id for c in store.list_candidates(outcome.run_id, kind="search")}
     rows = store.list_evaluations(outcome.run_id, fidelity=None)
     full = {e.candidate_id for e in rows if e.fidelity == Fidelity.FULL}
-    low = sorted((e for e in rows if e.fidelity == Fidelity.LOW and e.candidate_id in searched),
-                 key=lambda e: (e.finished_at, e.id))
+    ordered = sorted((e for e in rows if e.candidate_id in searched), key=lambda e: (e.finished_at, e.id))
     seen: list[float] = []
-    for e in low:  # finish order: the order the loop decided in (one decision at a time)
-        ahead = sum(1 for f in seen if f >= e.fitness)  # a tie goes to the earlier result
+    best_full = -math.inf
+    for e in ordered:  # finish order: the order the loop decided in (one decision at a time)
+        if e.fidelity == Fidelity.FULL:
+            best_full = max(best_full, e.fitness)
+            continue
+        promoted = promotes(e.fitness, seen, best_full, FIDELITY["promote_fraction"])
         seen.append(e.fitness)
-        assert (e.candidate_id in full) == (ahead < math.ceil(FIDELITY["promote_fraction"] * len(seen)))
+        assert (e.candidate_id in full) == promoted
+
+
+def test_the_promotion_rule_by_hand():
+    """Top fraction of the low results so far, a tie going to the earlier one, or above the
+    best full result so far."""
+    assert promotes(0.5, [], -math.inf, 0.25)  # the first is in its own top quarter
+    # 4 earlier lows, 5 in all: ceil(0.25 * 5) = 2, so one result ahead (or tied) is allowed
+    assert promotes(0.7, [0.9, 0.1, 0.2, 0.3], best_full=0.95, fraction=0.25)
+    assert not promotes(0.7, [0.9, 0.7, 0.2, 0.3], best_full=0.95, fraction=0.25)  # the tie counts ahead
+    assert not promotes(0.5, [0.9, 0.8, 0.2, 0.3], best_full=0.95, fraction=0.25)
+    # saturated: every low tied at the top, the best full below it; only the second clause promotes
+    assert promotes(1.0, [1.0, 1.0, 1.0, 1.0], best_full=0.98, fraction=0.25)
+    assert not promotes(1.0, [1.0, 1.0, 1.0, 1.0], best_full=1.0, fraction=0.25)
 
 
 def test_leaderboards_runs_and_export_rank_full_fidelity_results_only(finished, capsys):
