@@ -11,11 +11,10 @@ it was first reached, the multi-fidelity run's cost to first match the full run'
 
     nice -n 10 .venv/bin/python benchmarks/fidelity.py --evaluations 40 --seeds 0 1 2
 
-Measured (2026-12-01, 2 CPU workers, HF): with these defaults the multi-fidelity run matched the
-full run's best in 3/3 seeds at a median 0.48 of the full run's cost to reach it (0.26 of its
-total cost), and reached 1.98-2.00 against 1.88-1.95 within the same budget; with low 16 / top
-25% it matched in 2/3 seeds at 0.84 (the search keeps improving, so ~45% were promoted). Two
-workers finish in varying order, so the full runs themselves differ slightly between invocations.
+Measured (2026-12-02, 2 CPU workers, HF; benchmarks/README.md §3.8): the multi-fidelity run
+matched the full run's best in 3/3 seeds at 0.24, 0.24 and 0.40 of the full run's total cost
+(0.43-0.71 of its cost to reach that best). Two workers finish in varying order, so the full
+runs themselves differ slightly between invocations.
 """
 
 from __future__ import annotations
