@@ -127,8 +127,7 @@ class FidelityConfig(_Strict):
     ``evaluation.seed`` (not a prefix, so it is a fair sample whatever the data order). A low
     result within the top ``promote_fraction`` of the run's low results so far, or above the
     best full result so far, is promoted: the same candidate is scored again on the full
-    tasks, a second evaluation row. Only full
-    results rank on leaderboards and exports.
+    tasks, a second evaluation row. Only full results rank on leaderboards and exports.
     """
 
     low_limit: int = Field(ge=1, description="documents per validation task at low fidelity")

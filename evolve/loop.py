@@ -17,10 +17,9 @@ Multi-fidelity runs (``fidelity:``, `FidelityConfig`) are asynchronous successiv
 over two rungs, which keeps the loop steady-state: every candidate is scored LOW first; a
 low result ranked within the top ``promote_fraction`` of the run's low results so far, or
 above the best full result so far, is promoted and scored FULL (a second evaluation row),
-ahead of any new ask. The strategy is
-told once per candidate, at the best fidelity it gets: the full result of a promoted
-candidate (told when it arrives; the others keep going meanwhile), the low result of every
-other one, as it is. A low result is the same tasks on a fixed subsample, so it estimates
+ahead of any new ask (`promotes`). The strategy is told once per candidate, at the best
+fidelity it gets: the full result of a promoted candidate (told when it arrives; the others
+keep going meanwhile), the low result of every other one, as it is. A low result is the same tasks on a fixed subsample, so it estimates
 the full fitness on the same scale; a candidate that was not promoted ranked below the
 promoted ones on that estimate, and telling it lets CMA-ES complete its generations (it
 needs a value for every candidate it asked). A promoted candidate whose full evaluation

@@ -1,10 +1,10 @@
 """Streaming merge to a Hugging Face model directory, written atomically.
 
 Tensors are mapped from their shards one at a time (the next ones while the current one
-merges), merged, and streamed into pre-laid-out shards in a temporary folder beside the destination. Only a
-complete directory is renamed into place, so a crash or a bad input never leaves a
-half-written model, and peak memory is a few tensors, not a model. Outputs live in buffers
-reused from tensor to tensor (`BufferPool`), not in fresh memory each time.
+merges), merged, and streamed into pre-laid-out shards in a temporary folder beside the
+destination. Only a complete directory is renamed into place, so a crash or a bad input
+never leaves a half-written model, and peak memory is a few tensors, not a model. Outputs
+live in buffers reused from tensor to tensor (`BufferPool`), not in fresh memory each time.
 """
 
 from __future__ import annotations

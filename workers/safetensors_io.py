@@ -9,9 +9,9 @@ tensors in flight either way, which is what bounds the merge's peak RSS. Writing
 in advance: a merge knows every output name, shape and dtype before it computes anything, so
 each shard's header is written first and the tensors are streamed behind it in order.
 
-A `BufferPool` lets a stream of tensors reuse the same memory: a fresh buffer per tensor
-costs a page fault per 4 KiB page (glibc hands large blocks back to the kernel on free),
-which took more system time than the copies themselves.
+A `BufferPool` lets a stream of output tensors reuse the same memory: a fresh buffer per
+tensor costs a page fault per 4 KiB page (glibc hands large blocks back to the kernel on
+free), which took more system time than the copies themselves.
 """
 
 from __future__ import annotations
@@ -137,10 +137,10 @@ class TensorReader:
                 fd = self._fds[path] = os.open(path, os.O_RDONLY)
             return fd
 
-    def read(self, name: str, pool: BufferPool | None = None) -> torch.Tensor:
-        """The tensor, in a buffer taken from ``pool`` (the caller gives it back) or a new one."""
+    def read(self, name: str) -> torch.Tensor:
+        """The tensor, copied into memory of its own."""
         info = self.index[name]
-        out = pool.take(info.dtype, info.shape) if pool is not None else torch.empty(info.shape, dtype=info.dtype)
+        out = torch.empty(info.shape, dtype=info.dtype)
         view = memoryview(out.view(-1).view(torch.uint8).numpy())
         fd, done = self._fd(info.file), 0
         while done < info.nbytes:
