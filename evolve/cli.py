@@ -10,10 +10,14 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from search_spaces.errors import UserError
+
+if TYPE_CHECKING:
+    from evolve.loop import LoopStats
 
 console = Console(stderr=True)
 
@@ -52,8 +56,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     outcome = runner.start(store, checked, progress=not args.quiet)
     console.print(f"run [bold]{outcome.run_id}[/]: {outcome.stats.evaluations} evaluations, "
                   f"{outcome.stats.failures} failed, busy fraction {outcome.stats.busy_fraction:.0%}")
+    _say_if_low_rung_dropped(outcome.stats)
     print_leaderboard(store, outcome.run_id, split="test", limit=10)
     return 0
+
+
+def _say_if_low_rung_dropped(stats: LoopStats) -> None:
+    """One line when a multi-fidelity run dropped its low rung (`evolve.loop.low_rung_flat`)."""
+    if stats.low_rung_dropped is not None:
+        from evolve.loop import FLAT_LOW_RESULTS
+
+        console.print(f"[yellow]fidelity:[/] the first {FLAT_LOW_RESULTS} low results all scored "
+                      f"{stats.low_rung_dropped:g}, so the low rung could not rank candidates; "
+                      "later ones were scored in full (raise fidelity.low_limit, or drop fidelity:)")
 
 
 def _cmd_pipeline(args: argparse.Namespace) -> int:
@@ -70,6 +85,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     store = _store(args)
     outcome = runner.resume(store, args.run, force=args.force, progress=not args.quiet)
     console.print(f"run [bold]{outcome.run_id}[/] resumed: {outcome.stats.evaluations} evaluations in total")
+    _say_if_low_rung_dropped(outcome.stats)
     print_leaderboard(store, outcome.run_id, split="test", limit=10)
     return 0
 

@@ -24,7 +24,9 @@ the full fitness on the same scale; a candidate that was not promoted ranked bel
 promoted ones on that estimate, and telling it lets CMA-ES complete its generations (it
 needs a value for every candidate it asked). A promoted candidate whose full evaluation
 fails (its retries spent) is told its low result, a real measurement of it; the failed full
-row stays in the store and never ranks.
+row stays in the store and never ranks. A low rung that cannot rank is dropped: when the
+first `FLAT_LOW_RESULTS` low results are all equal (on a needle-like task every subsample
+score is 0), the loop says so and scores every later candidate in full (`low_rung_flat`).
 
 The budget: ``max_evaluations`` counts candidates told; ``max_samples`` counts documents
 scored (each evaluation's ``samples_scored``, 0 for a failed one) by every evaluation, the
@@ -57,6 +59,7 @@ from search_spaces.parameter_space import ParameterSpace
 from search_spaces.recipe import Recipe
 from workers.outcome import WORKER_LOST, EvalOutcome, EvalRequest, Fidelity, OutcomeStatus
 
+FLAT_LOW_RESULTS = 10  # this many equal low results, the first ones: the low rung cannot rank
 ABANDONED = "abandoned"  # the error kind of evaluations still in flight when a run failed fast
 WAIT_SECONDS = 1.0  # how long the loop blocks on results before checking the budget again
 
@@ -109,6 +112,7 @@ class LoopStats:
     retries: int = 0
     best_fitness: float = -math.inf  # full-fidelity results only
     promoted: int = 0  # low-fidelity results promoted to a full evaluation
+    low_rung_dropped: float | None = None  # the one score every first low result had (`low_rung_flat`)
     samples_scored: int = 0  # documents scored over every evaluation, the cost of the run
     busy_seconds: float = 0.0
     wall_seconds: float = 0.0
@@ -232,6 +236,9 @@ class SearchLoop:
         self.stats.best_fitness = max((r.fitness for r in full if not r.failed), default=-math.inf)
         self.stats.promoted = sum(1 for cid, fid in results if fid == Fidelity.FULL and (cid, Fidelity.LOW) in results)
         self.stats.samples_scored = samples_used(evaluations)
+        lows = sorted((e for e in evaluations if e.fidelity == Fidelity.LOW and e.candidate_id in searched
+                       and e.status == EvaluationStatus.COMPLETE), key=lambda e: (e.finished_at, e.id))
+        self.stats.low_rung_dropped = low_rung_flat([e.fitness for e in lows])
         pending: list[_Job] = []
         for cand, store_id in open_.values():
             fidelity = self._next_fidelity(store_id, results, promoted)
@@ -246,13 +253,14 @@ class SearchLoop:
 
     def _next_fidelity(self, store_id: str, results: dict[tuple[str, Fidelity], Result],
                        promoted: set[str]) -> Fidelity:
-        """FULL for a promoted candidate (a full evaluation of it was started), else LOW. A low
+        """FULL for a promoted candidate (a full evaluation of it was started), else what a new
+        candidate gets (`_first_fidelity`). A low
         result in with no full evaluation started is told as it is: the driver died before
         telling it, or (rarely) between promoting it and starting the full evaluation, where
         promoting it again could spend samples the run no longer had."""
-        if self.fidelity is None or store_id in promoted:
+        if store_id in promoted:
             return Fidelity.FULL
-        return Fidelity.LOW
+        return self._first_fidelity
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, pending: list[_Job] | None = None) -> LoopStats:
@@ -422,8 +430,10 @@ class SearchLoop:
 
     @property
     def _first_fidelity(self) -> Fidelity:
-        """The fidelity a new candidate is scored at first."""
-        return Fidelity.LOW if self.fidelity is not None else Fidelity.FULL
+        """The fidelity a new candidate is scored at first: FULL once the low rung is dropped."""
+        if self.fidelity is None or self.stats.low_rung_dropped is not None:
+            return Fidelity.FULL
+        return Fidelity.LOW
 
     def _reserved(self, inflight: dict[Any, _InFlight], queue: list[_Job]) -> int:
         """Samples that the evaluations in flight and queued will score (0 without ``max_samples``)."""
@@ -496,6 +506,8 @@ class SearchLoop:
         if job.candidate is not None and not outcome.ok:
             self.stats.failures += 1
         elif job.candidate is not None and job.fidelity == Fidelity.LOW:
+            if self.stats.low_rung_dropped is None and len(self._low) < FLAT_LOW_RESULTS:
+                self.stats.low_rung_dropped = low_rung_flat([*(r.fitness for r in self._low.values()), result.fitness])
             if self._promote(job.store_id, result, reserved):
                 self.stats.promoted += 1
                 return True
@@ -547,6 +559,15 @@ class SearchLoop:
 
 
 _FAILED = Result(fitness=None, samples=None, failed=True)
+
+
+def low_rung_flat(lows_in_finish_order: list[float]) -> float | None:
+    """The score the first `FLAT_LOW_RESULTS` low results all share, or None while they are
+    fewer or differ. A rung on which every candidate scores the same tells the strategy
+    nothing and promotes only ties, so such a run would never leave its start; it is scored in
+    full instead, as a run without ``fidelity:`` would be."""
+    first = lows_in_finish_order[:FLAT_LOW_RESULTS]
+    return first[0] if len(first) == FLAT_LOW_RESULTS and len(set(first)) == 1 else None
 
 
 def promotes(low: float, earlier_lows: list[float], best_full: float, fraction: float) -> bool:

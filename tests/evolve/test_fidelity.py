@@ -642,3 +642,62 @@ def test_migration_0003_marks_old_evaluations_full_and_counts_their_samples(tmp_
         assert (failed.fidelity, failed.samples_scored) == (Fidelity.FULL, None)
         assert (complete.fidelity, complete.samples_scored) == (Fidelity.FULL, 5)
         assert [e.candidate.id for e in store.leaderboard("r-old")] == ["c-0"]
+
+
+def test_the_promotion_rule_by_hand_when_the_low_rung_is_flat():
+    from evolve.loop import FLAT_LOW_RESULTS, low_rung_flat
+
+    n = FLAT_LOW_RESULTS
+    assert low_rung_flat([0.0] * (n - 1)) is None  # too few to tell
+    assert low_rung_flat([0.0] * n) == 0.0
+    assert low_rung_flat([0.0] * (n - 1) + [0.125]) is None  # one score apart: the rung ranks
+    assert low_rung_flat([0.5] * n + [1.0, 0.0]) == 0.5  # only the first ones count
+
+
+@pytest.fixture(scope="module")
+def unanswerable_task(tasks_dir) -> Path:
+    """``syn_flat``: ``syn_gen``'s prompts with answers no model generates: every score is 0."""
+    directory = tasks_dir.parent / "flat_task"
+    directory.mkdir(exist_ok=True)
+    text = (tasks_dir / "syn_gen.yaml").read_text().replace("task: syn_gen", "task: syn_flat")
+    for split in ("validation", "test"):
+        rows = [json.loads(line) for line in (tasks_dir / f"syn_{split}.jsonl").read_text().splitlines()]
+        target = directory / f"flat_{split}.jsonl"
+        target.write_text("".join(json.dumps({**row, "answer": "#never#"}) + "\n" for row in rows))
+        text = text.replace(json.dumps(str(tasks_dir / f"syn_{split}.jsonl")), json.dumps(str(target)))
+    (directory / "syn_flat.yaml").write_text(text)
+    return directory
+
+
+def test_a_low_rung_that_cannot_rank_is_dropped_and_later_candidates_scored_in_full(
+        local_ray, family, unanswerable_task, tmp_path, capsys):
+    """A real lm-eval run whose every score is 0: after the first 10 low results the loop says
+    so and scores new candidates in full; replay comes to the same decision."""
+    from evolve.cli import main
+    from evolve.loop import FLAT_LOW_RESULTS, SearchLoop
+    from evolve.preflight import build_strategy
+
+    config = lm_eval_config(family, unanswerable_task, low_limit=2)
+    config.update(tasks=[{"name": "syn_flat", "metric": "exact_match"}], budget={"max_evaluations": 16})
+    path, url = tmp_path / "flat.yaml", f"sqlite:///{tmp_path / 'runs.db'}"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", str(path), "--store", url, "--quiet"]) == 0
+    assert f"the first {FLAT_LOW_RESULTS} low results all scored 0, so the low rung could not rank" in \
+        capsys.readouterr().err.replace("\n", " ")
+    store = Store(url)
+    (run,) = store.list_runs()
+    searched = {c.id for c in store.list_candidates(run.id, kind="search")}
+    rows = [e for e in store.list_evaluations(run.id, fidelity=None) if e.candidate_id in searched]
+    assert all(e.status == EvaluationStatus.COMPLETE and e.fitness == 0.0 for e in rows)
+    with_low = {e.candidate_id for e in rows if e.fidelity == Fidelity.LOW}
+    full_only = searched - with_low
+    assert len(with_low) >= FLAT_LOW_RESULTS and len(full_only) >= 2, (len(with_low), len(full_only))
+    assert all(sum(e.candidate_id == c for e in rows) == 1 for c in full_only)  # one full row each
+    tenth = sorted((e for e in rows if e.fidelity == Fidelity.LOW), key=lambda e: (e.finished_at, e.id))[
+        FLAT_LOW_RESULTS - 1]
+    created = {c.id: c.created_at for c in store.list_candidates(run.id, kind="search")}
+    assert all(created[c] >= tenth.finished_at for c in full_only)  # asked after the rung was dropped
+    checked = check_run(RunConfig.model_validate(config))
+    loop = SearchLoop(store, run.id, checked.space, build_strategy(checked.config, checked.space), None, 16, None,
+                      progress=False, fidelity=checked.config.fidelity)
+    assert loop.replay() == [] and loop.stats.low_rung_dropped == 0.0
