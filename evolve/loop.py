@@ -253,13 +253,15 @@ class SearchLoop:
 
     def _next_fidelity(self, store_id: str, results: dict[tuple[str, Fidelity], Result],
                        promoted: set[str]) -> Fidelity:
-        """FULL for a promoted candidate (a full evaluation of it was started), else what a new
-        candidate gets (`_first_fidelity`). A low
-        result in with no full evaluation started is told as it is: the driver died before
+        """FULL for a promoted candidate (a full evaluation of it was started); LOW for one with
+        a low result in and no full evaluation started, told as it is: the driver died before
         telling it, or (rarely) between promoting it and starting the full evaluation, where
-        promoting it again could spend samples the run no longer had."""
+        promoting it again could spend samples the run no longer had; else what a new
+        candidate gets (`_first_fidelity`)."""
         if store_id in promoted:
             return Fidelity.FULL
+        if (store_id, Fidelity.LOW) in results:
+            return Fidelity.LOW
         return self._first_fidelity
 
     # -- the loop -------------------------------------------------------------------------
