@@ -179,7 +179,8 @@ def build_strategy(config: RunConfig, space):
     from evolve.strategies.registry import make_strategy
 
     return make_strategy(config.strategy.name, space.dimension, config.strategy.seed,
-                         num_workers=config.resources.workers, seeds=seed_genomes(space, config.strategy.seeds),
+                         num_workers=config.resources.workers,
+                         seeds=seed_genomes(space, config.strategy.seeds, config.budget.max_evaluations),
                          task_weights={t.name: t.weight for t in config.tasks}, space=space,
                          **config.strategy.settings)
 

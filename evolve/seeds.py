@@ -16,7 +16,15 @@ clipped into the searched bounds and deduplicated (the first of equal genomes is
    the others, density 1 (under ``normalize``, the others' uniform merge). It is the ablation a
    user runs to find a model that hurts the merge; N more evaluations, where a model that
    drags every merge down is otherwise a corner (its weight exactly 0 in every block) that
-   Gaussian steps from a uniform merge do not reach (`benchmarks/README.md` §3.5).
+   Gaussian steps from a uniform merge do not reach (`benchmarks/README.md` §3.5);
+5. where the space splits tensor kinds (``space.kinds``), ``without:NAME[KIND]`` for each model
+   and kind slot (``*`` = the other tensors): that model's weight 0 on that kind, every other
+   weight 1, density 1. The same ablation one tensor kind at a time: it finds a model whose
+   embeddings (say) hurt a merge its blocks help, which no global merge can express and which
+   is, for CMA-ES, a corner of the box in one kind's coordinates (on the zoo's kind pair every
+   global seed scores at most 1/64, the adder's embeddings left out 0.25; `benchmarks/README.md`
+   §3.9). N x (kinds + 1) more evaluations, so they are left out where the seeds would then
+   take more than `SEED_SHARE` of ``budget.max_evaluations`` (the other families never are).
 
 ``none`` gives no seeds; a list of recipes (mappings, as in a recipe file) gives those, each
 encoded by the space (a recipe the space cannot represent is refused, naming its index).
@@ -31,7 +39,7 @@ and replay reproduces the same asks. Torch-free, but for a method's ``normalize`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -39,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from search_spaces.errors import RecipeError, UserError
-from search_spaces.parameter_space import ParameterSpace
+from search_spaces.parameter_space import DEFAULT_KIND_LABEL, ParameterSpace
 from search_spaces.recipe import Recipe
 
 NEUTRAL: dict[str, float] = {
@@ -54,22 +62,32 @@ NEUTRAL: dict[str, float] = {
 }
 """Values of non-weight parameters under which a one-model merge stays that model (where it can)."""
 
+SEED_SHARE = 0.25
+"""The most of a run's evaluation budget that the optional per-kind seeds may bring the seeds to:
+CMA-ES proposes nothing until every seed is told, so seeds must leave the search its budget."""
+
+_Weight = Callable[[str, "str | None"], float]
+"""A seed's weight for (model, tensor kind slot); the slot is None for the other tensors."""
+
 
 @dataclass(frozen=True)
 class Seed:
-    """One initial genome and where it came from (``parent:NAME``, ``uniform:1/N``, ``without:NAME``, ``recipe[i]``)."""
+    """One initial genome and where it came from (``parent:NAME``, ``uniform:1/N``, ``without:NAME``,
+    ``without:NAME[KIND]``, ``recipe[i]``)."""
 
     label: str
     genome: tuple[float, ...]
 
 
-def resolve_seeds(space: Any, spec: str | Sequence[Mapping[str, Any]] | None) -> tuple[Seed, ...]:
-    """The seeds ``strategy.seeds`` asks for: ``"auto"``, ``"none"``/None or a list of recipes."""
+def resolve_seeds(space: Any, spec: str | Sequence[Mapping[str, Any]] | None,
+                  budget: int | None = None) -> tuple[Seed, ...]:
+    """The seeds ``strategy.seeds`` asks for: ``"auto"``, ``"none"``/None or a list of recipes.
+    ``budget``: the run's ``max_evaluations`` (None: unbounded), which caps the optional seeds."""
     if spec is None or spec == "none":
         return ()
     if spec == "auto":
         if isinstance(space, ParameterSpace):
-            return auto_seeds(space)
+            return auto_seeds(space, budget)
         if hasattr(space, "naive_paths"):  # a data-flow space
             return _path_seeds(space)
         start = getattr(space, "start_genome", None)  # any other space: its own start, if it has one
@@ -87,26 +105,33 @@ def resolve_seeds(space: Any, spec: str | Sequence[Mapping[str, Any]] | None) ->
     return tuple(out)
 
 
-def seed_genomes(space: Any, spec: str | Sequence[Mapping[str, Any]] | None) -> tuple[tuple[float, ...], ...]:
+def seed_genomes(space: Any, spec: str | Sequence[Mapping[str, Any]] | None,
+                 budget: int | None = None) -> tuple[tuple[float, ...], ...]:
     """Just the genomes of `resolve_seeds`, in order: what `make_strategy(seeds=...)` takes."""
-    return tuple(s.genome for s in resolve_seeds(space, spec))
+    return tuple(s.genome for s in resolve_seeds(space, spec, budget))
 
 
-def auto_seeds(space: ParameterSpace) -> tuple[Seed, ...]:
-    """The source models, uniform merges at 1/N and 1, then each model left out (see the module docstring)."""
-    n = len(space.models)
-    wanted: list[tuple[str, dict[str, float]]] = [
-        (f"parent:{_name(m)}", {model: float(model == m) for model in space.models}) for m in space.models
+def auto_seeds(space: ParameterSpace, budget: int | None = None) -> tuple[Seed, ...]:
+    """The source models, uniform merges at 1/N and 1, then each model left out, in all and one
+    tensor kind at a time (see the module docstring)."""
+    models, n = space.models, len(space.models)
+    wanted: list[tuple[str, _Weight]] = [
+        (f"parent:{_name(m)}", lambda model, kind, m=m: float(model == m)) for m in models
     ]
-    wanted.append((f"uniform:1/{n}", {model: 1.0 / n for model in space.models}))
+    wanted.append((f"uniform:1/{n}", lambda model, kind: 1.0 / n))
     if not normalizes_weights(space):
-        wanted.append(("uniform:1", {model: 1.0 for model in space.models}))
+        wanted.append(("uniform:1", lambda model, kind: 1.0))
     if n >= 3:
-        wanted += [(f"without:{_name(m)}", {model: float(model != m) for model in space.models}) for m in space.models]
+        wanted += [(f"without:{_name(m)}", lambda model, kind, m=m: float(model != m)) for m in models]
+    per_kind = [(m, k) for m in models for k in space.kind_slots] if space.kinds else []
+    if budget is None or len(wanted) + len(per_kind) <= SEED_SHARE * budget:
+        wanted += [(f"without:{_name(m)}[{DEFAULT_KIND_LABEL if k is None else k}]",
+                    lambda model, kind, m=m, k=k: float(model != m or kind != k))
+                   for m, k in per_kind]
     out: list[Seed] = []
     seen: set[tuple[float, ...]] = set()
-    for label, weights in wanted:
-        genome = _genome(space, weights)
+    for label, weight in wanted:
+        genome = _genome(space, weight)
         if genome not in seen:
             seen.add(genome)
             out.append(Seed(label, genome))
@@ -141,12 +166,12 @@ def _path_seeds(space: Any) -> tuple[Seed, ...]:
     return tuple(out)
 
 
-def _genome(space: ParameterSpace, weights: Mapping[str, float]) -> tuple[float, ...]:
-    """Per coordinate: the model's weight, or a neutral value, clipped into bounds, then encoded."""
+def _genome(space: ParameterSpace, weight: _Weight) -> tuple[float, ...]:
+    """Per coordinate: ``weight(model, kind)``, or a neutral value, clipped into bounds, then encoded."""
     values = []
     for c in space.coordinates:
         if c.parameter == "weight" and c.model:
-            v = weights[c.model]
+            v = weight(c.model, c.kind)
         else:
             v = NEUTRAL.get(c.parameter, (c.lower + c.upper) / 2.0)
         values.append(min(max(v, c.lower), c.upper))

@@ -73,6 +73,25 @@ def test_auto_seeds_clip_into_bounds_encode_density_one_and_drop_duplicates():
     assert [s.label for s in two] == ["parent:a", "parent:b", "uniform:1/2", "uniform:1"]
 
 
+def test_auto_seeds_leave_each_model_out_one_tensor_kind_at_a_time_where_the_space_splits_kinds():
+    sp = space(models=["zoo/a", "zoo/b"], kinds=["self_attn", "mlp"], layer_groups=2, search={"weight": [0.0, 1.5]})
+    seeds = {s.label: s for s in auto_seeds(sp)}
+    per_kind = [f"without:{m}[{k}]" for m in "ab" for k in ("self_attn", "mlp", "*")]
+    assert list(seeds) == ["parent:a", "parent:b", "uniform:1/2", "uniform:1", *per_kind]
+    # layout per group: attn (a, b), mlp (a, b), the rest (a, b); every weight 1 but b's embeddings etc.
+    np.testing.assert_allclose(sp.values(seeds["without:b[*]"].genome), [1, 1, 1, 1, 1, 0] * 2)
+    np.testing.assert_allclose(sp.values(seeds["without:a[self_attn]"].genome), [0, 1, 1, 1, 1, 1] * 2)
+    one_group = space(models=["zoo/a", "zoo/b"], kinds=["self_attn", "mlp"], search={"weight": [0.0, 1.5]})
+    (genome,) = [s.genome for s in auto_seeds(one_group) if s.label == "without:a[mlp]"]
+    assert one_group.decode(genome).to_dict()["models"][0]["parameters"]["weight"] == [
+        {"filter": "self_attn", "value": 1.0}, {"filter": "mlp", "value": 0.0}, {"value": 1.0}]
+    assert [s.label for s in auto_seeds(space(models=["zoo/a", "zoo/b"]))] == [  # no kinds: none of them
+        "parent:a", "parent:b", "uniform:1/2", "uniform:1"]
+    # they may bring the seeds to a quarter of max_evaluations (10 seeds: a budget of 40), never beyond
+    assert len(auto_seeds(sp, budget=40)) == 10 and len(seed_genomes(sp, "auto", budget=40)) == 10
+    assert [s.label for s in auto_seeds(sp, budget=39)] == ["parent:a", "parent:b", "uniform:1/2", "uniform:1"]
+
+
 @pytest.mark.parametrize(("overrides", "has_uniform_1"), [
     ({"merge_method": "dare_ties", "parameters": {"normalize": True}}, False),  # set
     ({"merge_method": "ties"}, False),  # the method's default
@@ -240,8 +259,9 @@ def test_layout_from_a_space_splits_between_blocks_or_layer_groups(split_on, poi
     assert layout.block_starts == (0, 4, 8, 12, 16, 20)              # block = 2 models x 2 params
     assert layout.weight_mask[:4] == (False, True, False, True)      # density, weight per model
     settings = {} if split_on is None else {"split_on": split_on}
-    s = make_strategy("m2n2", sp.dimension, 0, space=sp, seeds=[s.genome for s in auto_seeds(sp)], **settings)
-    for c in s.ask(4):
+    seeds = [s.genome for s in auto_seeds(sp)]
+    s = make_strategy("m2n2", sp.dimension, 0, space=sp, seeds=seeds, **settings)
+    for c in s.ask(len(seeds)):
         s.tell(c.id, ok(0.5, t=np.random.default_rng(int(c.id)).integers(0, 2, 5)))
     splits = {c.info["split"] for c in s.ask(300)}
     assert splits == points
