@@ -174,6 +174,20 @@ def test_a_good_config_passes_and_resolves_what_the_workers_need(family, tasks_d
                                                          ("syn_gen", "test"), ("syn_mc", "test")]
 
 
+@pytest.mark.parametrize(("max_evaluations", "seeds"), [(40, 10), (39, 4)])
+def test_the_run_strategy_gets_the_per_kind_seeds_only_within_a_quarter_of_the_budget(family, tasks_dir,
+                                                                                       max_evaluations, seeds):
+    """2 models x 3 kind slots: 6 per-kind seeds on top of 4, which need max_evaluations >= 40."""
+    from evolve.config import RunConfig
+    from evolve.preflight import build_strategy, check_run
+
+    data = good_config(family, tasks_dir)
+    data["space"] = {**data["space"], "layer_groups": 1, "kinds": ["self_attn", "mlp"]}
+    data["budget"] = {"max_evaluations": max_evaluations}
+    checked = check_run(RunConfig.model_validate(data))
+    assert len(build_strategy(checked.config, checked.space).seeds) == seeds
+
+
 def test_evaluation_config_and_settings_share_one_schema():
     """Every EvaluationConfig field reaches EvalSettings (or is the driver's own): they cannot drift."""
     from dataclasses import fields
