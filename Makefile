@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # The benchmark suite (benchmarks/README.md): JSON and PNG results in benchmarks/results/.
-# About 70 minutes on 2 cores, most of it the search suite (5 seeds per space, as the goals ask);
+# 25-70 minutes on 2 cores (25 on a fresh Xeon VM), most of it the search suite (5 seeds per space);
 # each script's --help shows its knobs.
 bench: $(STAMP)
 	$(PY) benchmarks/merge_throughput.py
