@@ -214,6 +214,20 @@ def _check_models(config: RunConfig, space: ParameterSpace, fail) -> None:
     if config.space.layer_groups > base.num_layers:
         raise fail(("space", "layer_groups"), f"{config.space.layer_groups} groups, but {base.name} has "
                                               f"{base.num_layers} layers")
+    _check_kinds(config, base.index, fail)
+
+
+def _check_kinds(config: RunConfig, tensor_names, fail) -> None:
+    """Each ``space.kinds`` filter must be the first match of some tensor: a misspelt or shadowed
+    filter would add coordinates that change nothing, and the run would look healthy."""
+    kinds = list(config.space.kinds)
+    firsts = {next((k for k in kinds if k in name), None) for name in tensor_names}
+    for i, kind in enumerate(kinds):
+        if kind not in firsts:
+            shadow = next((k for k in kinds[:i] if k in kind), None)
+            why = f"every tensor it matches is taken by '{shadow}' first" if shadow else "it matches no tensor"
+            raise fail(("space", "kinds", i), f"'{kind}': {why} of {config.models.base} "
+                                              f"(a filter is a substring of tensor names, e.g. self_attn, mlp)")
 
 
 def _zoo_layers(ref: str) -> int:

@@ -64,6 +64,10 @@ CASES = {
     "unknown task": ("tasks.0.name", "syn_genn", r"tasks\.0\.name: no lm-eval task named 'syn_genn'"),
     "metric": ("tasks.1.metric", "exact_match", r"tasks\.1\.metric: task 'syn_mc' reports no 'exact_match' \(it reports acc"),
     "layer groups": ("space.layer_groups", 4, r"space\.layer_groups: 4 groups, but base has 3 layers"),
+    # a filter that selects no tensor would add coordinates that change nothing, in a healthy-looking run
+    "kind typo": ("space.kinds", ["self_atn", "mlp"], r"space\.kinds\.0: 'self_atn': it matches no tensor of "),
+    "kind shadowed": ("space.kinds", ["attn", "self_attn"],
+                      r"space\.kinds\.1: 'self_attn': every tensor it matches is taken by 'attn' first"),
 }
 
 
