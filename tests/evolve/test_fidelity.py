@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from evolve.store.records import EvaluationStatus, RunStatus
 from search_spaces.recipe import Recipe
 from tests.fixtures.run_configs import config_dict
 from workers.analytic_fidelity import AnalyticFidelityScorer
-from workers.outcome import EvalOutcome, EvalRequest
+from workers.outcome import EvalOutcome, EvalRequest, OutcomeStatus
 
 pytestmark = pytest.mark.slow
 
@@ -79,26 +80,34 @@ def test_the_strategy_is_told_once_per_candidate_at_its_best_fidelity(finished):
 
 
 def test_promotion_follows_the_top_fraction_of_the_low_results_so_far(finished):
+    """Replayed in finish order (the order the loop decided in, one decision at a time): what
+    a low result had to beat is the best full result so far, the source models' included,
+    plus the average optimism of the low results promoted before it."""
     url, outcome = finished
     store = Store(url)
     searched = {c.id for c in store.list_candidates(outcome.run_id, kind="search")}
     rows = store.list_evaluations(outcome.run_id, fidelity=None)
     full = {e.candidate_id for e in rows if e.fidelity == Fidelity.FULL}
-    ordered = sorted((e for e in rows if e.candidate_id in searched), key=lambda e: (e.finished_at, e.id))
-    seen: list[float] = []
+    seen: dict[str, float] = {}  # candidate -> its low result
+    gaps: list[float] = []  # low - full of each promoted candidate, once its full result is in
     best_full = -math.inf
-    for e in ordered:  # finish order: the order the loop decided in (one decision at a time)
+    for e in sorted(rows, key=lambda e: (e.finished_at, e.id)):
         if e.fidelity == Fidelity.FULL:
             best_full = max(best_full, e.fitness)
+            if e.candidate_id in seen:
+                gaps.append(seen[e.candidate_id] - e.fitness)
             continue
-        promoted = promotes(e.fitness, seen, best_full, FIDELITY["promote_fraction"])
-        seen.append(e.fitness)
+        assert e.candidate_id in searched
+        optimism = max(0.0, sum(gaps) / len(gaps)) if gaps else 0.0
+        promoted = promotes(e.fitness, list(seen.values()), best_full, FIDELITY["promote_fraction"], optimism)
+        seen[e.candidate_id] = e.fitness
         assert (e.candidate_id in full) == promoted
+    assert gaps and best_full > -math.inf
 
 
 def test_the_promotion_rule_by_hand():
     """Top fraction of the low results so far, a tie going to the earlier one, or above the
-    best full result so far."""
+    best full result so far by more than the promoted lows' optimism."""
     assert promotes(0.5, [], -math.inf, 0.25)  # the first is in its own top quarter
     # 4 earlier lows, 5 in all: ceil(0.25 * 5) = 2, so one result ahead (or tied) is allowed
     assert promotes(0.7, [0.9, 0.1, 0.2, 0.3], best_full=0.95, fraction=0.25)
@@ -107,6 +116,10 @@ def test_the_promotion_rule_by_hand():
     # saturated: every low tied at the top, the best full below it; only the second clause promotes
     assert promotes(1.0, [1.0, 1.0, 1.0, 1.0], best_full=0.98, fraction=0.25)
     assert not promotes(1.0, [1.0, 1.0, 1.0, 1.0], best_full=1.0, fraction=0.25)
+    # promoted lows came out 0.15 above their full results: a low must clear the best by as much
+    assert not promotes(0.875, [0.9, 0.9, 0.9, 0.9], best_full=0.8, fraction=0.25, optimism=0.15)
+    assert promotes(1.0, [0.9, 0.9, 0.9, 0.9], best_full=0.8, fraction=0.25, optimism=0.15)
+    assert promotes(0.875, [0.9, 0.9, 0.9, 0.9], best_full=0.8, fraction=0.25, optimism=0.05)
 
 
 def test_leaderboards_runs_and_export_rank_full_fidelity_results_only(finished, capsys):
@@ -416,6 +429,79 @@ def test_a_failed_full_evaluation_is_told_the_low_result(local_ray, family, tmp_
     replayed = full_fails_loop(family, store, tmp_path / "ledger", pool=False)
     assert replayed.replay() == []
     assert replayed.strategy.state() == loop.strategy.state()
+
+
+# -- what a low result must beat: the source models, and the low rung's optimism ---------------------
+class LuckyLows:
+    """The analytic scorer at two fidelities, where every low result is its full one plus
+    ``bias`` plus a luck of up to ±0.05 (drawn from the full result, so the same in every test
+    session, whatever the models' paths), and the source models (linear recipes) score
+    ``reference``."""
+
+    def __init__(self, low_limit: int, bias: float, reference: float) -> None:
+        self.scorer = AnalyticFidelityScorer(low_limit)
+        self.bias, self.reference = bias, reference
+
+    def evaluate(self, request: Recipe | EvalRequest) -> EvalOutcome:
+        request = EvalRequest.of(request)
+        outcome = self.scorer.evaluate(request)  # its samples at this fidelity
+        full = self.scorer.full.evaluate(request.recipe).fitness
+        if request.recipe.merge_method == "linear":
+            fitness = self.reference
+        elif request.fidelity == Fidelity.LOW:
+            fitness = full + self.bias + 0.1 * ((full * 1e4) % 1 - 0.5)
+        else:
+            return outcome
+        return EvalOutcome(OutcomeStatus.OK, fitness=fitness, scores={"validation": fitness}, samples=outcome.samples,
+                           metrics={"validation": {"analytic": {"score": fitness}}})
+
+
+def test_a_low_result_must_beat_the_source_models_and_the_optimism_of_earlier_promotions(local_ray, family, tmp_path):
+    """One worker (decisions in ask order). The promotions follow `promotes` with the best full
+    result including the source models' and the measured optimism; the same run's low results
+    would have been promoted differently with either left out, so this fails if the loop drops
+    one."""
+    from evolve.loop import SearchLoop
+    from evolve.pool import WorkerPool, WorkerSpec
+    from evolve.preflight import build_strategy
+
+    config = config_dict(family, fidelity={"low_limit": LOW, "promote_fraction": 0.1}, budget={"max_evaluations": 30},
+                         resources={"workers": 1}, strategy={"seeds": "none"})  # no seeds: the source models first
+    checked = check_run(RunConfig.model_validate(config))
+    store = Store(f"sqlite:///{tmp_path / 'runs.db'}")
+    run_id = store.create_run("lucky-lows", checked.config.model_dump(mode="json"), seed=3).id
+    # The source models out-score the first merges (not the later ones), and the lows are 0.05
+    # above their full results, give or take a luck of ±0.05.
+    spec = WorkerSpec("tests.evolve.test_fidelity:LuckyLows", {"low_limit": LOW, "bias": 0.05, "reference": 0.95})
+    loop = SearchLoop(store, run_id, checked.space, build_strategy(checked.config, checked.space), WorkerPool(1, spec),
+                      30, None, progress=False, references=runner.reference_recipes(checked.space),
+                      fidelity=checked.config.fidelity)
+    stats = loop.run()
+    loop.pool.shutdown()
+    rows = sorted(store.list_evaluations(run_id, fidelity=None), key=lambda e: (e.finished_at, e.id))
+    searched = {c.id for c in store.list_candidates(run_id, kind="search")}
+    promoted = {e.candidate_id for e in rows if e.fidelity == Fidelity.FULL and e.candidate_id in searched}
+    lows: dict[str, float] = {}
+    gaps: list[float] = []
+    best = {"search": -math.inf, "reference": -math.inf}
+    differs = {"without the references": 0, "without the optimism": 0}
+    for e in rows:
+        if e.fidelity == Fidelity.FULL:
+            kind = "search" if e.candidate_id in searched else "reference"
+            best[kind] = max(best[kind], e.fitness)
+            if kind == "search":
+                gaps.append(lows[e.candidate_id] - e.fitness)
+            continue
+        optimism = max(0.0, sum(gaps) / len(gaps)) if gaps else 0.0
+        rule = partial(promotes, e.fitness, list(lows.values()), fraction=0.1)
+        decided = rule(best_full=max(best.values()), optimism=optimism)
+        assert (e.candidate_id in promoted) == decided
+        differs["without the references"] += rule(best_full=best["search"], optimism=optimism) != decided
+        differs["without the optimism"] += rule(best_full=max(best.values())) != decided
+        lows[e.candidate_id] = e.fitness
+    assert best["reference"] == 0.95 and gaps and all(0 <= g <= 0.1 + 1e-9 for g in gaps)  # the bias, give or take the luck
+    assert all(differs.values()), differs
+    assert stats.promoted == len(promoted) > 0
 
 
 def test_a_driver_dying_before_it_saved_a_failed_full_tell_tells_the_low_result_on_resume(
