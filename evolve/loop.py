@@ -163,7 +163,7 @@ class SearchLoop:
     run_id: str
     space: ParameterSpace
     strategy: Strategy
-    pool: WorkerPool
+    pool: WorkerPool | None  # None until `run` (replay needs no workers)
     max_evaluations: int | None
     max_seconds: float | None
     max_retries: int = 2

@@ -79,18 +79,19 @@ def execute(store: Store, run_id: str, checked: CheckedRun, *, resume: bool, pro
     heartbeat = DriverHeartbeat(store, run_id, evaluations=lambda: loop.running_evaluations if loop else ())
     with heartbeat:
         try:
-            connect(config.resources.address, num_cpus=None)
-            pool = WorkerPool(config.resources.workers, worker_spec(checked))
-            loop = SearchLoop(store, run_id, space, strategy, pool, config.budget.max_evaluations, max_seconds,
+            loop = SearchLoop(store, run_id, space, strategy, None, config.budget.max_evaluations, max_seconds,
                               max_retries=config.resources.max_retries, progress=progress,
                               references=reference_recipes(space), fail_fast=config.fail_fast,
                               fidelity=config.fidelity, sample_budget=sample_budget)
             pending = []
             if resume:
                 # The driver that owned this run is gone (or overridden with --force), so none
-                # of its RUNNING evaluations will finish: STALE; replay re-dispatches them.
+                # of its RUNNING evaluations will finish: STALE; replay re-dispatches them. It
+                # runs before Ray starts: a run the code no longer reproduces is refused in seconds.
                 store.fail_stale_evaluations(run_id, grace_seconds=1e-3)
                 pending = loop.replay()
+            connect(config.resources.address, num_cpus=None)
+            loop.pool = pool = WorkerPool(config.resources.workers, worker_spec(checked))
             store.set_run_status(run_id, RunStatus.RUNNING)
             stats = loop.run(pending)
             store.set_run_status(run_id, RunStatus.FINISHED)

@@ -130,3 +130,29 @@ def test_resume_refuses_a_live_driver_and_names_the_grace_period(family, tmp_pat
     assert main(["resume", run.id, "--store", url, "--quiet"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert f"run {run.id} is still driven" in line and f"after {GRACE_SECONDS:.0f} s" in line and "--force" in line
+
+
+def test_resume_refuses_a_run_the_code_no_longer_reproduces_before_ray_starts(local_ray, family, tmp_path,
+                                                                              capsys, monkeypatch):
+    """A stored run whose asks the strategy no longer makes (here: its seed changed in the store,
+    as a change of code or of the config would) is refused in one line, exit 2, by the replay,
+    before any worker starts (`connect` fails the test if reached)."""
+    from evolve import runner
+    from evolve.cli import main
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    config = config_dict(family, budget={"max_evaluations": 8})
+    outcome = runner.start(Store(url), check_run(RunConfig.model_validate(config)), progress=False)
+    with sqlite3.connect(tmp_path / "runs.db") as db:
+        db.execute("UPDATE runs SET status = ?, config = json_set(config, '$.strategy.seed', 99) WHERE id = ?",
+                   (RunStatus.INTERRUPTED.value, outcome.run_id))
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started before the replay refused the run")
+
+    monkeypatch.setattr(runner, "connect", no_ray)
+    capsys.readouterr()
+    assert main(["resume", outcome.run_id, "--store", url, "--quiet"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"resume of run {outcome.run_id}: the strategy no longer reproduces candidate" in line
+    assert "was the code or the config changed" in line
