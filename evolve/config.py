@@ -126,9 +126,10 @@ class FidelityConfig(_Strict):
     ``low_limit`` documents for every candidate, a random subsample drawn with
     ``evaluation.seed`` (not a prefix, so it is a fair sample whatever the data order). A low
     result within the top ``promote_fraction`` of the run's low results so far, or above the
-    best full result so far (the source models' included) by more than the promoted low results
-    proved optimistic on average (`evolve.loop.promotes`), is promoted: the same candidate is scored again on the full
-    tasks, a second evaluation row. Only full results rank on leaderboards and exports.
+    best full result so far (the source models' included) by more than the promoted low
+    results proved optimistic on average (`evolve.loop.promotes`), is promoted: the same
+    candidate is scored again on the full tasks, a second evaluation row. Only full results
+    rank on leaderboards and exports.
     """
 
     low_limit: int = Field(ge=1, description="documents per validation task at low fidelity")
