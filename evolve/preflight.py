@@ -25,8 +25,9 @@ The Ray address is checked first of all (a socket connect, seconds at most).
 The CLI then opens the store (unreachable, or an old schema: one line) before Ray starts.
 
 Models named ``zoo:NAME`` are checked by name only while the zoo is not built yet: the zoo
-builds them itself, compatible by construction; its tasks are written to a temporary folder
-so they can be checked all the same.
+builds them itself, compatible by construction; ``layer_groups`` and ``space.kinds`` are
+checked against what its catalog knows before a build (depth, tensor names), and its tasks
+are written to a temporary folder so they can be checked all the same.
 """
 
 from __future__ import annotations
@@ -103,9 +104,14 @@ def check_run(config: RunConfig, source: str | Path | None = None) -> CheckedRun
     _check_strategy(config, space, fail)
     if not needs_zoo:
         _check_models(config, space, fail)
-    elif config.models.base.startswith(ZOO_PREFIX) and config.space.layer_groups > _zoo_layers(config.models.base):
-        raise fail(("space", "layer_groups"), f"{config.space.layer_groups} groups, but the zoo's models have "
-                                              f"{_zoo_layers(config.models.base)} layers")
+    elif config.models.base.startswith(ZOO_PREFIX):  # not built yet: what the zoo's catalog knows
+        if config.space.layer_groups > _zoo_layers(config.models.base):
+            raise fail(("space", "layer_groups"), f"{config.space.layer_groups} groups, but the zoo's models have "
+                                                  f"{_zoo_layers(config.models.base)} layers")
+        if config.space.kinds:
+            from workers.zoo.catalog import tensor_names
+
+            _check_kinds(config, tensor_names(config.models.base.removeprefix(ZOO_PREFIX)), fail)
     scoring = None
     if config.evaluation.backend == "analytic":
         _check_analytic(config, fail)

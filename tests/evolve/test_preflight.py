@@ -83,6 +83,20 @@ def test_mistakes_are_refused_in_one_line_before_anything_runs(case, family, tas
     assert not ray.is_initialized()
 
 
+@pytest.mark.parametrize("kinds, expected", [
+    (["self_atn", "mlp"], r"space\.kinds\.0: 'self_atn': it matches no tensor of zoo:base"),
+    (["attn", "self_attn"], r"space\.kinds\.1: 'self_attn': every tensor it matches is taken by 'attn' first"),
+])
+def test_kinds_are_checked_against_the_zoo_before_it_is_built(kinds, expected, tmp_path, capsys, monkeypatch):
+    """A first run on the zoo (nothing built yet) gets the same one line: the catalog knows the
+    zoo's tensor names without building it, and builds nothing."""
+    monkeypatch.setenv("EVOLVE_ZOO_DIR", str(tmp_path / "zoo"))
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "zoo_kind.yaml").read_text())
+    code, err, db = run_cli(tmp_path, edit(config, "space.kinds", kinds), capsys=capsys)
+    assert code == 2 and len(err) == 1 and re.search(expected, err[0]), err
+    assert not db.exists() and not (tmp_path / "zoo").exists()
+
+
 def test_a_truncated_checkpoint_is_refused_before_any_worker_reads_it(family, tasks_dir, tmp_path, capsys):
     """An interrupted download or copy: the header is whole, the tensor bytes are not."""
     import shutil

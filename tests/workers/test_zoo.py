@@ -236,6 +236,18 @@ def real_zoo():
     return build_zoo(progress=False)  # cached: $EVOLVE_ZOO_DIR or ~/.cache/evolve-merge/zoo-v1
 
 
+def test_the_catalog_knows_each_model_s_tensor_names_before_it_is_built(real_zoo):
+    """What pre-flight checks ``space.kinds`` against on an unbuilt zoo is what the build writes."""
+    from safetensors import safe_open
+
+    from workers.zoo.catalog import tensor_names
+
+    assert set(real_zoo.models) == set(MODEL_NAMES)
+    for name, path in real_zoo.models.items():
+        with safe_open(str(path / "model.safetensors"), "pt") as f:
+            assert sorted(tensor_names(name)) == sorted(f.keys()), name
+
+
 @pytest.mark.slow
 def test_merging_matters(real_zoo):
     from workers.zoo.build import HAND_MERGES, SKILL_TASKS, TARGET_TASK

@@ -42,6 +42,20 @@ def model_depth(name: str) -> int:
     return _DEPTHS[name]
 
 
+def tensor_names(name: str) -> list[str]:
+    """Tensor names of zoo model ``name``, known before it is built: its architecture
+    (`workers.zoo.train.model_config`) laid out on the meta device, no weights allocated."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from workers.zoo.train import model_config
+
+    config = model_config()
+    config.num_hidden_layers = model_depth(name)
+    with torch.device("meta"):
+        return list(LlamaForCausalLM(config).state_dict())
+
+
 def models_built(names: Iterable[str], zoo_root: Path | None = None) -> bool:
     root = (zoo_root or default_zoo_dir()).absolute()
     builds = {b for b in map(_build_of, names) if b is not None}
