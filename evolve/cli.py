@@ -64,7 +64,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _say_if_low_rung_dropped(stats: LoopStats) -> None:
     """One line when a multi-fidelity run dropped its low rung (`evolve.loop.low_rung_flat`)."""
     if stats.low_rung_dropped is not None:
-        from evolve.loop import FLAT_LOW_RESULTS
+        from evolve.fidelity import FLAT_LOW_RESULTS
 
         console.print(f"[yellow]fidelity:[/] the first {FLAT_LOW_RESULTS} low results all scored "
                       f"{stats.low_rung_dropped:g}, so the low rung could not rank candidates; "

@@ -50,6 +50,7 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from evolve.config import FailFastConfig, FidelityConfig
+from evolve.fidelity import FLAT_LOW_RESULTS, low_rung_dropped, low_rung_flat, promotes
 from evolve.pool import WorkerPool
 from evolve.report import samples_used
 from evolve.store import Store
@@ -60,7 +61,6 @@ from search_spaces.parameter_space import ParameterSpace
 from search_spaces.recipe import Recipe
 from workers.outcome import WORKER_LOST, EvalOutcome, EvalRequest, Fidelity, OutcomeStatus
 
-FLAT_LOW_RESULTS = 10  # this many equal low results, the first ones: the low rung cannot rank
 ABANDONED = "abandoned"  # the error kind of evaluations still in flight when a run failed fast
 WAIT_SECONDS = 1.0  # how long the loop blocks on results before checking the budget again
 
@@ -238,9 +238,7 @@ class SearchLoop:
         self.stats.best_fitness = max((r.fitness for r in full if not r.failed), default=-math.inf)
         self.stats.promoted = sum(1 for cid, fid in results if fid == Fidelity.FULL and (cid, Fidelity.LOW) in results)
         self.stats.samples_scored = samples_used(evaluations)
-        lows = sorted((e for e in evaluations if e.fidelity == Fidelity.LOW and e.candidate_id in searched
-                       and e.status == EvaluationStatus.COMPLETE), key=lambda e: (e.finished_at, e.id))
-        self.stats.low_rung_dropped = low_rung_flat([e.fitness for e in lows])
+        self.stats.low_rung_dropped = low_rung_dropped(evaluations, searched)
         pending: list[_Job] = []
         for cand, store_id in open_.values():
             fidelity = self._next_fidelity(store_id, results, promoted)
@@ -574,36 +572,6 @@ class SearchLoop:
 
 
 _FAILED = Result(fitness=None, samples=None, failed=True)
-
-
-def low_rung_flat(lows_in_finish_order: list[float]) -> float | None:
-    """The score the first `FLAT_LOW_RESULTS` low results all share, or None while they are
-    fewer or differ. A rung on which every candidate scores the same tells the strategy
-    nothing and promotes only ties, so such a run would never leave its start; it is scored in
-    full instead, as a run without ``fidelity:`` would be."""
-    first = lows_in_finish_order[:FLAT_LOW_RESULTS]
-    return first[0] if len(first) == FLAT_LOW_RESULTS and len(set(first)) == 1 else None
-
-
-def promotes(low: float, earlier_lows: list[float], best_full: float, fraction: float,
-             optimism: float = 0.0) -> bool:
-    """Successive halving's rule, asynchronously (ASHA): a low result is promoted when it ranks
-    within the top ``fraction`` of the low results so far, itself included, or when it is
-    above the best full result so far (``best_full``: it could be the new best) by more than
-    ``optimism``, how far the promoted low results were above their full ones on average.
-
-    A tie goes to the earlier result: low scores on a few documents tie often, and promoting
-    every tie would spend full evaluations on candidates the low fidelity cannot tell apart.
-    The second clause is what keeps a run climbing once the low rung saturates: near the
-    optimum most low scores tie at the top, and without it none would be promoted again.
-    ``optimism`` is the winner's curse, measured by the run itself: a low result on a few
-    documents that beats the best is mostly a lucky one (on the kind pair, 10 of 11 lows of
-    7/8 promoted past a best of 0.859 came out at 0.55-0.84 in full), and without it most full
-    evaluations went to such candidates. Where low and full results agree, as near a
-    saturated rung, it is about 0 and the clause promotes as before.
-    """
-    ahead = sum(1 for f in earlier_lows if f >= low)
-    return ahead < math.ceil(fraction * (len(earlier_lows) + 1)) or low - optimism > best_full
 
 
 def _final_results(store: Store, run_id: str) -> dict[tuple[str, Fidelity], Result]:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from evolve.dashboard.front import front_view
+from evolve.fidelity import FLAT_LOW_RESULTS, low_rung_dropped
 from evolve.report import SPLITS, candidate_data, compare_data, run_row, runs_data, status_data, task_scores
 from evolve.store import CandidateKind, EvaluationStatus, Fidelity, RunStatus, Store
 from search_spaces.parameter_space import ParameterSpace
@@ -77,6 +78,15 @@ def _columns(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, lis
     return {k: [r[k] for r in rows] for k in keys}
 
 
+def low_rung_note(evaluations: list, searched: set[str]) -> str:
+    """What became of a multi-fidelity run's low rung (`evolve.fidelity.low_rung_flat`)."""
+    flat = low_rung_dropped(evaluations, searched)
+    if flat is None:
+        return ""
+    return (f"low rung dropped: the first {FLAT_LOW_RESULTS} low results all scored {flat:g}, "
+            "so later candidates were scored in full")
+
+
 def run_view(store: Store, run_id: str) -> dict[str, Any]:
     """Everything the run page draws: progress, history, scatter, coordinates, importance, tasks, timeline.
 
@@ -116,7 +126,8 @@ def run_view(store: Store, run_id: str) -> dict[str, Any]:
     if settings := run.config.get("fidelity"):  # a multi-fidelity run: how many stopped low, how many went on
         scored_low = {e.candidate_id for e in finished if e.fidelity == Fidelity.LOW}
         fidelity = {"low_limit": settings.get("low_limit"), "low_only": len(low),
-                    "promoted": sum(1 for c in searched if c.id in complete and c.id in scored_low)}
+                    "promoted": sum(1 for c in searched if c.id in complete and c.id in scored_low),
+                    "low_rung": low_rung_note(evaluations, {c.id for c in searched})}
 
     dimension = max((len(c.genome) for c in searched), default=0)
     coords = coordinates_of(run.config, dimension)

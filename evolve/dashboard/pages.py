@@ -54,7 +54,8 @@ def run_page(view: dict[str, Any], poll: float) -> str:
     run, st, fid = view["run"], view["status"], view["fidelity"]
     best = st["best"]
     fidelity = "" if fid is None else (f'<span id="fidelity">low fidelity only <b id="low-only">{fid["low_only"]}</b>'
-                                       f' · promoted <b id="promoted">{fid["promoted"]}</b></span>')
+                                       f' · promoted <b id="promoted">{fid["promoted"]}</b>'
+                                       f' <span id="low-rung" class="bad">{escape(fid["low_rung"])}</span></span>')
     body = f"""<h1>Run <span id="run-id">{escape(run["id"])}</span> · {escape(run["name"])}</h1>
 <div class="kpi"><span>status <b id="status">{st["status"]}</b></span>
 <span>evaluations <b id="done">{st["evaluations_done"]}</b>/<b id="budget">{st["budget"] or "∞"}</b></span>
@@ -221,7 +222,10 @@ function drawRun(d) {
     marker: {size: 6, symbol: "circle-open", color: "#9e9e9e"}});
   Plotly.react("scatter", scatter, L("every candidate (fitness vs ask order)", {xaxis: {title: {text: "candidate #"}},
     showlegend: !!d.fidelity, legend: {orientation: "h", y: -0.2}}), CFG);
-  if (d.fidelity) { $("low-only").textContent = d.fidelity.low_only; $("promoted").textContent = d.fidelity.promoted; }
+  if (d.fidelity) {
+    $("low-only").textContent = d.fidelity.low_only; $("promoted").textContent = d.fidelity.promoted;
+    $("low-rung").textContent = d.fidelity.low_rung;
+  }
   drawPareto(d);
   const imp = d.importance.parameter ? d.coordinates : [];
   Plotly.react("importance", [

@@ -20,6 +20,7 @@ import pytest
 
 from evolve.pareto import pareto_front
 from evolve.report import compare_data, leaderboard_data
+from evolve.fidelity import FLAT_LOW_RESULTS
 from evolve.store import CandidateKind, EvaluationStatus, Fidelity, RunStatus, Store, StoreError
 from tests.evolve.inspect_runs import m2n2_config, shared_run
 
@@ -353,7 +354,14 @@ def written(tmp_path_factory):
         promoted.append(cand.id)
     pending = store.add_candidate(multi.id, [0.99], {"merge_method": "linear", "models": [{"model": "m", "w": 99}]}).id
     store.set_run_status(multi.id, RunStatus.FINISHED)
-    return url, pareto.id, {"run": multi.id, "low_only": low_only, "promoted": promoted, "pending": pending}
+
+    flat = store.create_run("flat", {"fidelity": {"low_limit": 2}, "tasks": [{"name": "alpha", "metric": "exact_match"}]})
+    for i in range(FLAT_LOW_RESULTS):  # every low result 0: the loop dropped the low rung
+        _scored(store, flat.id, i, {"alpha": 0.0}, Fidelity.LOW, documents=2)
+    _scored(store, flat.id, 50, {"alpha": 0.25})  # then scored in full
+    store.set_run_status(flat.id, RunStatus.FINISHED)
+    return url, pareto.id, {"run": multi.id, "low_only": low_only, "promoted": promoted, "pending": pending,
+                            "flat": flat.id}
 
 
 @pytest.fixture(scope="module")
@@ -435,7 +443,18 @@ def test_low_fidelity_results_are_drawn_as_such_and_never_ranked(written, writte
     tasks = page.inner_text("#tasks")
     assert all(c in tasks for c in multi["promoted"]) and not any(c in tasks for c in multi["low_only"])
     assert page.inner_text("#low-only") == "4" and page.inner_text("#promoted") == "2"
+    assert page.inner_text("#low-rung") == ""  # the lows differ: the rung ranked, and was kept
     assert page.inner_text("#best-link") in multi["promoted"]
     assert page.locator("#pareto-section").is_hidden()  # one task: no front to plot
     assert page.evaluate("document.getElementById('pareto').data") is None
     page.screenshot(path=str(shots / "fidelity.png"), full_page=True)
+
+
+def test_a_dropped_low_rung_is_said_on_the_run_page(written, written_server, page):
+    """A run whose first low results all tied (`evolve.fidelity.low_rung_flat`) says so, as
+    `evolve run` did at its end."""
+    url, _, multi = written
+    page.goto(f"{written_server.base}/runs/{multi['flat']}")
+    page.wait_for_function("document.getElementById('scatter').data")
+    assert page.inner_text("#low-rung") == (f"low rung dropped: the first {FLAT_LOW_RESULTS} low results all scored 0, "
+                                            "so later candidates were scored in full")

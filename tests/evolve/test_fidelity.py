@@ -17,7 +17,7 @@ import yaml
 
 from evolve import runner
 from evolve.config import RunConfig
-from evolve.loop import promotes
+from evolve.fidelity import promotes
 from evolve.preflight import check_run
 from evolve.store import Fidelity, Store
 from evolve.store.records import EvaluationStatus, RunStatus
@@ -731,7 +731,7 @@ def test_migration_0003_marks_old_evaluations_full_and_counts_their_samples(tmp_
 
 
 def test_the_promotion_rule_by_hand_when_the_low_rung_is_flat():
-    from evolve.loop import FLAT_LOW_RESULTS, low_rung_flat
+    from evolve.fidelity import FLAT_LOW_RESULTS, low_rung_flat
 
     n = FLAT_LOW_RESULTS
     assert low_rung_flat([0.0] * (n - 1)) is None  # too few to tell
@@ -760,7 +760,8 @@ def test_a_low_rung_that_cannot_rank_is_dropped_and_later_candidates_scored_in_f
     """A real lm-eval run whose every score is 0: after the first 10 low results the loop says
     so and scores new candidates in full; replay comes to the same decision."""
     from evolve.cli import main
-    from evolve.loop import FLAT_LOW_RESULTS, SearchLoop
+    from evolve.fidelity import FLAT_LOW_RESULTS
+    from evolve.loop import SearchLoop
     from evolve.preflight import build_strategy
 
     config = lm_eval_config(family, unanswerable_task, low_limit=2)
