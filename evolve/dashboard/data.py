@@ -14,7 +14,7 @@ import numpy as np
 from evolve.dashboard.front import front_view
 from evolve.fidelity import FLAT_LOW_RESULTS, low_rung_dropped
 from evolve.report import SPLITS, candidate_data, compare_data, run_row, runs_data, status_data, task_scores
-from evolve.store import CandidateKind, EvaluationStatus, Fidelity, RunStatus, Store
+from evolve.store import CandidateKind, EvaluationRecord, EvaluationStatus, Fidelity, RunStatus, Store
 from search_spaces.parameter_space import ParameterSpace
 
 TIMELINE_LIMIT = 2000  # most recent evaluations drawn on the worker timeline
@@ -78,7 +78,7 @@ def _columns(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, lis
     return {k: [r[k] for r in rows] for k in keys}
 
 
-def low_rung_note(evaluations: list, searched: set[str]) -> str:
+def low_rung_note(evaluations: list[EvaluationRecord], searched: set[str]) -> str:
     """What became of a multi-fidelity run's low rung (`evolve.fidelity.low_rung_flat`)."""
     flat = low_rung_dropped(evaluations, searched)
     if flat is None:
