@@ -26,16 +26,22 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # The benchmark suite (benchmarks/README.md): JSON and PNG results in benchmarks/results/.
-# 25-70 minutes on 2 cores (25 on a fresh Xeon VM), most of it the search suite (5 seeds per space);
+# 35-80 minutes on 2 cores, most of it the search suite (5 seeds per space, every strategy with
+# and without seeds, cma with multi-fidelity, then multi-fidelity's cost against full fidelity);
 # each script's --help shows its knobs.
 bench: $(STAMP)
 	$(PY) benchmarks/merge_throughput.py
 	$(PY) benchmarks/candidate_switch.py --shape small
 	$(PY) benchmarks/utilisation.py
 	$(PY) benchmarks/peer_mergekit_evolve.py --config examples/zoo_kind.yaml --seeds 0 1 2 3 4 --evaluations 54 \
-		--name peer_kind_pair_bench --tools mergekit-evolve evolve evolve:m2n2 evolve:random
+		--name peer_kind_pair_bench --tools mergekit-evolve evolve evolve:m2n2 evolve:random evolve:cma:fidelity \
+		evolve:noseeds evolve:m2n2:noseeds evolve:random:noseeds
 	$(PY) benchmarks/peer_mergekit_evolve.py --config benchmarks/configs/zoo_dare_ties_72.yaml --seeds 0 1 2 3 4 \
 		--evaluations 32 --name peer_dare_ties_72_bench --tools mergekit-evolve evolve evolve:m2n2
+	$(PY) benchmarks/fidelity.py --config examples/zoo_kind.yaml --evaluations 54 --seeds 0 1 2 3 4 \
+		--out out/fidelity_kind_bench
+	cp out/fidelity_kind_bench/fidelity.json benchmarks/results/fidelity_kind_bench.json
+	cp out/fidelity_kind_bench/fidelity.png benchmarks/results/fidelity_kind_bench.png
 
 clean:
 	rm -rf $(VENV) runs out
