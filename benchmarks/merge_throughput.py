@@ -11,7 +11,18 @@ machine's load disturbs less than wall time.
 The machine's limit is measured in the same script, also in a subprocess: a plain read of
 the same input files plus a plain write of as many bytes as the merged model has, in 64 MiB
 blocks, no merging. Inputs are in the page cache for every run (the limit run goes first
-and warms it), so this is the limit of a warm-cache merge. Run:
+and warms it), so this is the limit of a warm-cache merge. The three run in rounds (limit,
+ours, mergekit, then again), so a machine whose speed drifts moves all three alike.
+
+``--memory`` sets the memory state each run starts from. On a VM that hands freed memory
+back to its host (virtio-balloon free page reporting, about 2 s after it is freed), the
+first touch of such a page costs a host fault: writing 1 GB into new pages took 0.27 s or
+2.7 s on the same VM, depending on how long ago the memory had been freed; a tool that
+imports torch before its timer starts waits longer than the plain read+write does. ``as-is``
+(the default, and the only state before 2026-12-06) leaves it at that; ``warm`` makes each
+run, after its imports, touch and free 3 GiB, so its new pages are ones the VM has, as on a
+machine without a balloon; ``cold`` waits 5 s instead, so every new page is a host fault.
+Peak RSS counts from the timer's start (``/proc/self/clear_refs``), so the 3 GiB are not in it. Run:
 
     .venv/bin/python benchmarks/merge_throughput.py [--methods ties,linear] [--layers 32] [--out benchmarks/results] [--name merge_throughput]
 
@@ -26,6 +37,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -80,17 +92,31 @@ DEFAULT_METHODS = ("linear", "task_arithmetic", "ties", "dare_ties", "slerp")
 # Ours merges with min(4, cores) threads of single-threaded torch ops (workers.export);
 # mergekit gets as many torch threads.
 THREADS = max(1, min(4, os.cpu_count() or 1))
+TOOLS = ("limit", "evolve", "mergekit")
 
 WORKER = r"""
 import json, resource, sys, time
-tool, recipe_path, out, threads = sys.argv[1:5]
+tool, recipe_path, out, threads, memory = sys.argv[1:6]
 shard = 400 * 2**20
+def prepare():
+    # after the imports, before the timer: every tool starts from the same memory state
+    if memory == "warm":  # touch and free 3 GiB: the run's new pages are ones this VM just had
+        import numpy
+        numpy.ones(3 * 2**30, numpy.uint8)
+    elif memory == "cold":  # long enough for a VM to return freed memory to its host
+        time.sleep(5)
+    with open("/proc/self/clear_refs", "w") as f:  # the peak RSS counts from here
+        f.write("5")
+def peak_rss():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 def cpu():
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 if tool == "evolve":
     from search_spaces.recipe import Recipe
     from workers.export import merge_to_disk
+    prepare()
     start, start_cpu = time.perf_counter(), cpu()
     merge_to_disk(Recipe.from_file(recipe_path), out, progress=False, max_shard_bytes=shard)
 elif tool == "limit":
@@ -102,6 +128,7 @@ elif tool == "limit":
     out_bytes = sum(f.stat().st_size for f in Path(recipe["models"][0]["model"]).glob("*.safetensors"))
     block = bytearray(64 * 2**20)
     os.makedirs(out)
+    prepare()
     start, start_cpu = time.perf_counter(), cpu()
     for f in files:
         with open(f, "rb", buffering=0) as fh:
@@ -119,11 +146,12 @@ else:
     config = MergeConfiguration.model_validate(yaml.safe_load(open(recipe_path)))
     options = MergeOptions(copy_tokenizer=True, quiet=True, write_model_card=False, random_seed=0,
                            out_shard_size=shard, num_threads=int(threads))
+    prepare()
     start, start_cpu = time.perf_counter(), cpu()
     run_merge(config, out, options=options)
 elapsed, cpu_seconds = time.perf_counter() - start, cpu() - start_cpu
 print(json.dumps({"seconds": elapsed, "cpu_seconds": cpu_seconds,
-                  "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+                  "peak_rss_bytes": peak_rss()}))
 """
 
 
@@ -162,13 +190,13 @@ def input_bytes(recipe: dict, paths: dict[str, Path]) -> int:
     return sum(f.stat().st_size for p in used for f in Path(p).glob("*.safetensors"))
 
 
-def run_one(tool: str, recipe: dict, work: Path) -> dict:
+def run_one(tool: str, recipe: dict, work: Path, memory: str) -> dict:
     recipe_path = work / f"{tool}.yaml"
     recipe_path.write_text(yaml.safe_dump(recipe))
     out = work / f"out-{tool}"
     shutil.rmtree(out, ignore_errors=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_NO_ADVISORY_WARNINGS="1")
-    proc = subprocess.run([sys.executable, "-c", WORKER, tool, str(recipe_path), str(out), str(THREADS)],
+    proc = subprocess.run([sys.executable, "-c", WORKER, tool, str(recipe_path), str(out), str(THREADS), memory],
                           capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
     if proc.returncode != 0:
         raise SystemExit(f"{tool} failed:\n{proc.stderr[-3000:]}")
@@ -189,7 +217,9 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path.home() / ".cache" / "evolve-merge" / "bench-models",
                         help="where the synthetic family is generated (once) and merges are written")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated, or ties-like, or all")
-    parser.add_argument("--repeats", type=int, default=1, help="runs per tool and method; the fastest is kept")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of one run per tool; the fastest is kept")
+    parser.add_argument("--memory", choices=("as-is", "warm", "cold"), default="as-is",
+                        help="the memory state each timed run starts from (see the module docstring)")
     parser.add_argument("--layers", type=int, default=SHAPE["layers"], help="fewer layers: a smaller family")
     parser.add_argument("--out", type=Path, default=Path("benchmarks") / "results", help="JSON and PNG go here")
     parser.add_argument("--name", default="merge_throughput", help="file name of the JSON and PNG, without suffix")
@@ -211,18 +241,28 @@ def main() -> None:
     for method in methods:
         recipe = resolve(method, paths)
         size = input_bytes(recipe, paths)
+        recipes = {tool: recipe for tool in TOOLS}
+        if method in NOT_IN_MERGEKIT:
+            recipes["mergekit"] = resolve(NOT_IN_MERGEKIT[method], paths)
+        run_one("limit", recipe, work, args.memory)  # warms the page cache with the inputs, for all three
+        # rounds of one run per tool, so a machine that drifts (load, page cache) moves all three alike
+        runs = {tool: [] for tool in TOOLS}
+        for _ in range(args.repeats):
+            for tool in TOOLS:
+                runs[tool].append(run_one(tool, recipes[tool], work, args.memory))
         best = {}
-        for tool in ("limit", "evolve", "mergekit"):
-            tool_recipe = resolve(NOT_IN_MERGEKIT[method], paths) if tool == "mergekit" and method in NOT_IN_MERGEKIT else recipe
-            # the limit gets one extra run, which warms the page cache for all three
-            runs = [run_one(tool, tool_recipe, work) for _ in range(args.repeats + (tool == "limit"))]
-            best[tool] = min(runs, key=lambda r: r["seconds"])
+        for tool in TOOLS:
+            best[tool] = min(runs[tool], key=lambda r: r["seconds"])
             best[tool]["gbps"] = size / best[tool]["seconds"] / 1e9
+            best[tool]["all_seconds"] = [r["seconds"] for r in runs[tool]]
         ours, theirs, limit = best["evolve"], best["mergekit"], best["limit"]
         rows.append({"method": method, "input_bytes": size, "limit": limit, "evolve": ours, "mergekit": theirs,
                      "speed_ratio": ours["gbps"] / theirs["gbps"],
                      "rss_ratio": ours["peak_rss_bytes"] / theirs["peak_rss_bytes"],
-                     "fraction_of_limit": ours["gbps"] / limit["gbps"]})
+                     "fraction_of_limit": ours["gbps"] / limit["gbps"],
+                     # each round's own ratio: the limit and ours a few seconds apart
+                     "median_round_fraction_of_limit": statistics.median(
+                         lim["seconds"] / our["seconds"] for lim, our in zip(runs["limit"], runs["evolve"]))})
         label = f"{method} (mergekit: {NOT_IN_MERGEKIT[method]})" if method in NOT_IN_MERGEKIT else method
         table.add_row(label, f"{limit['gbps']:.2f}", f"{ours['gbps']:.2f}", f"{theirs['gbps']:.2f}", f"{rows[-1]['speed_ratio']:.2f}x",
                       f"{rows[-1]['fraction_of_limit']:.0%}",
@@ -231,12 +271,14 @@ def main() -> None:
         # CPU seconds (user + system, all threads) move less than wall time on a shared machine
         console.print(f"{method}: limit {limit['seconds']:.1f} s, evolve {ours['seconds']:.1f} s "
                       f"({ours['cpu_seconds']:.1f} CPU s), mergekit {theirs['seconds']:.1f} s "
-                      f"({theirs['cpu_seconds']:.1f} CPU s)")
+                      f"({theirs['cpu_seconds']:.1f} CPU s); of the limit, round by round: median "
+                      f"{rows[-1]['median_round_fraction_of_limit']:.0%}")
     console.print(table)
     from tests.fixtures.synthetic_models import LlamaShape
 
     shape = {**SHAPE, "layers": args.layers}
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": THREADS, "cpus": os.cpu_count(),
+              "memory": args.memory,
               "shape": shape, "parameters_per_model": param_count(LlamaShape(**shape)), "dtype": "bfloat16",
               "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]}, "methods": rows}
     console.print(f"load average (1 min): {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")

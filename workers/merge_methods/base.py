@@ -38,6 +38,7 @@ from typing import Any, Literal
 import torch
 
 from search_spaces.errors import RecipeError
+from workers.merge_methods import bfloat16_sum
 from search_spaces.methods import RULES, MethodRules
 
 Scope = Literal["global", "per_model"]
@@ -185,8 +186,13 @@ def blocks(n: int, device: torch.device) -> list[slice]:
     float32 scratch is a block, not a tensor (no page faults on fresh buffers). Other
     devices get one slice: their kernels are launched per op, so fewer ops is what counts.
     """
-    size = BLOCK if device.type == "cpu" else max(n, 1)
+    size = block_width(n, device)
     return [slice(start, min(n, start + size)) for start in range(0, n, size)]
+
+
+def block_width(n: int, device: torch.device) -> int:
+    """The elements of one block of `blocks`: ``BLOCK`` on the CPU, all ``n`` elsewhere."""
+    return BLOCK if device.type == "cpu" else max(n, 1)
 
 
 def weighted_sum(tensors: list[torch.Tensor], coefficients: list[float], *, like: torch.Tensor,
@@ -195,22 +201,27 @@ def weighted_sum(tensors: list[torch.Tensor], coefficients: list[float], *, like
 
     Block by block (`blocks`): a float32 (float64 for float64) accumulator of one block, to
     which each input is added with its coefficient in one fused pass (torch's mixed-dtype add
-    reads bfloat16 as float32, exactly), then converted into the output once.
+    reads bfloat16 as float32, exactly), then converted into the output once. The blocks are
+    views made by one ``split`` per tensor: the loop is a few torch calls per block, which
+    matters when merge threads share the GIL. Contiguous bfloat16 on the CPU, the usual case,
+    goes to `bfloat16_sum` instead: the same bits, compiled.
     """
-    flat = [t.reshape(-1) for t in tensors]  # (N,) each
     if out is None:
         out = torch.empty(like.shape, dtype=like.dtype, device=like.device)  # (*S)
+    if bfloat16_sum.applies(tensors, out) and bfloat16_sum.ready():  # the same bits, compiled
+        return bfloat16_sum.bfloat16_weighted_sum(tensors, coefficients, out, divide_by)
     out_flat = out.view(-1)  # (N,)
-    parts = blocks(out_flat.numel(), like.device)
-    width = parts[0].stop - parts[0].start if parts else 0
+    width = block_width(out_flat.numel(), like.device)
     acc_block = torch.empty(width, dtype=compute_dtype(like), device=like.device)  # (B,)
-    for part in parts:
-        acc = acc_block[: part.stop - part.start].zero_()
-        for x, c in zip(flat, coefficients):
-            acc.add_(x[part], alpha=c)
+    columns = [t.reshape(-1).split(width) for t in tensors]  # per input, its (B,) blocks
+    for out_part, *parts in zip(out_flat.split(width), *columns):
+        acc = acc_block if len(out_part) == width else acc_block[: len(out_part)]
+        acc.zero_()
+        for x, c in zip(parts, coefficients):
+            acc.add_(x, alpha=c)
         if divide_by is not None:
             acc.div_(divide_by)
-        out_flat[part].copy_(acc)
+        out_part.copy_(acc)
     return out
 
 
