@@ -119,6 +119,11 @@ class LoopStats:
     wall_seconds: float = 0.0
     workers: int = 0
 
+    def progress_line(self) -> str:
+        """The progress bar's text: the best full result, or that there is none yet, and failures."""
+        best = f"best {self.best_fitness:.3f}" if self.best_fitness > -math.inf else "no full result yet"
+        return f"searching · {best}" + (f" · {self.failures} failed" if self.failures else "")
+
     @property
     def busy_fraction(self) -> float:
         capacity = self.wall_seconds * self.workers
@@ -325,8 +330,7 @@ class SearchLoop:
                         except RunFailed:
                             self._abandon(inflight)
                             raise
-                        bar.update(task, completed=self._told,
-                                   description=f"searching · best {self.stats.best_fitness:.3f}")
+                        bar.update(task, completed=self._told, description=self.stats.progress_line())
         finally:  # an interrupt or error mid-batch: what already happened still reaches the store
             self._flush()
         self.stats.wall_seconds = time.monotonic() - start

@@ -187,3 +187,14 @@ def test_fail_fast_rules():
     off = FailFast(FailFastConfig(first=0, window=2, max_failure_rate=1.0))
     for _ in range(10):
         off.record(_outcome(False))  # both rules off: only the end-of-run check remains
+
+
+def test_the_progress_line_says_when_there_is_no_full_result_yet():
+    from evolve.loop import LoopStats
+
+    stats = LoopStats()
+    assert stats.progress_line() == "searching · no full result yet"
+    stats.failures = 3
+    assert stats.progress_line() == "searching · no full result yet · 3 failed"
+    stats.best_fitness = 0.75
+    assert stats.progress_line() == "searching · best 0.750 · 3 failed"
