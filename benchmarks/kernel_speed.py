@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from workers.merge_methods import METHODS, bfloat16_sum
+from workers.merge_methods import METHODS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -54,7 +54,6 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     dtype, device = DTYPES[args.dtype], args.device
-    bfloat16_sum.ready(wait=True)  # time the compiled bfloat16 sum, not its load in the background
     gen = torch.Generator(device=device).manual_seed(0)
     base = torch.randn(args.rows, args.cols, generator=gen, device=device).to(dtype)
     models = [(base.float() + 0.01 * torch.randn(base.shape, generator=gen, device=device)).to(dtype)

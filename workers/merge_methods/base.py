@@ -38,7 +38,6 @@ from typing import Any, Literal
 import torch
 
 from search_spaces.errors import RecipeError
-from workers.merge_methods import bfloat16_sum
 from search_spaces.methods import RULES, MethodRules
 
 Scope = Literal["global", "per_model"]
@@ -203,13 +202,10 @@ def weighted_sum(tensors: list[torch.Tensor], coefficients: list[float], *, like
     which each input is added with its coefficient in one fused pass (torch's mixed-dtype add
     reads bfloat16 as float32, exactly), then converted into the output once. The blocks are
     views made by one ``split`` per tensor: the loop is a few torch calls per block, which
-    matters when merge threads share the GIL. Contiguous bfloat16 on the CPU, the usual case,
-    goes to `bfloat16_sum` instead: the same bits, compiled.
+    matters when merge threads share the GIL.
     """
     if out is None:
         out = torch.empty(like.shape, dtype=like.dtype, device=like.device)  # (*S)
-    if bfloat16_sum.applies(tensors, out) and bfloat16_sum.ready():  # the same bits, compiled
-        return bfloat16_sum.bfloat16_weighted_sum(tensors, coefficients, out, divide_by)
     out_flat = out.view(-1)  # (N,)
     width = block_width(out_flat.numel(), like.device)
     acc_block = torch.empty(width, dtype=compute_dtype(like), device=like.device)  # (B,)
