@@ -26,8 +26,9 @@ The CLI then opens the store (unreachable, or an old schema: one line) before Ra
 
 Models named ``zoo:NAME`` are checked by name only while the zoo is not built yet: the zoo
 builds them itself, compatible by construction; ``layer_groups`` and ``space.kinds`` are
-checked against what its catalog knows before a build (depth, tensor names), and its tasks
-are written to a temporary folder so they can be checked all the same.
+checked against the base all the same (a zoo base: what the catalog knows before a build,
+depth and tensor names; a local one: its checkpoint), and the zoo's tasks are written to a
+temporary folder so they can be checked too.
 """
 
 from __future__ import annotations
@@ -104,14 +105,8 @@ def check_run(config: RunConfig, source: str | Path | None = None) -> CheckedRun
     _check_strategy(config, space, fail)
     if not needs_zoo:
         _check_models(config, space, fail)
-    elif config.models.base.startswith(ZOO_PREFIX):  # not built yet: what the zoo's catalog knows
-        if config.space.layer_groups > _zoo_layers(config.models.base):
-            raise fail(("space", "layer_groups"), f"{config.space.layer_groups} groups, but the zoo's models have "
-                                                  f"{_zoo_layers(config.models.base)} layers")
-        if config.space.kinds:
-            from workers.zoo.catalog import tensor_names
-
-            _check_kinds(config, tensor_names(config.models.base.removeprefix(ZOO_PREFIX)), fail)
+    else:  # a zoo model is not built yet: check the base's depth and tensor names all the same
+        _check_base_before_build(config, paths, fail)
     scoring = None
     if config.evaluation.backend == "analytic":
         _check_analytic(config, fail)
@@ -221,6 +216,31 @@ def _check_models(config: RunConfig, space: ParameterSpace, fail) -> None:
         raise fail(("space", "layer_groups"), f"{config.space.layer_groups} groups, but {base.name} has "
                                               f"{base.num_layers} layers")
     _check_kinds(config, base.index, fail)
+
+
+def _check_base_before_build(config: RunConfig, paths: dict[str, str], fail) -> None:
+    """``layer_groups`` and ``space.kinds`` against the base, while some zoo model is unbuilt.
+
+    A zoo base is known from the zoo's catalog; a local base from its own checkpoint (the
+    sources, zoo models, are then checked against it only once built).
+    """
+    base = config.models.base
+    if base.startswith(ZOO_PREFIX):
+        from workers.zoo.catalog import tensor_names
+
+        depth, names, what = _zoo_layers(base), tensor_names(base.removeprefix(ZOO_PREFIX)), "the zoo's models have"
+    else:
+        from workers.checkpoint import Checkpoint
+
+        try:
+            checkpoint = Checkpoint.open(paths[base])
+        except UserError as exc:
+            raise fail(("models", "base"), str(exc)) from None
+        depth, names, what = checkpoint.num_layers, checkpoint.index, f"{checkpoint.name} has"
+    if config.space.layer_groups > depth:
+        raise fail(("space", "layer_groups"), f"{config.space.layer_groups} groups, but {what} {depth} layers")
+    if config.space.kinds:
+        _check_kinds(config, names, fail)
 
 
 def _check_kinds(config: RunConfig, tensor_names, fail) -> None:

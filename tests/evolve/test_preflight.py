@@ -97,6 +97,21 @@ def test_kinds_are_checked_against_the_zoo_before_it_is_built(kinds, expected, t
     assert not db.exists() and not (tmp_path / "zoo").exists()
 
 
+@pytest.mark.parametrize("field, value, expected", [
+    ("space.kinds", ["self_atn", "mlp"], r"space\.kinds\.0: 'self_atn': it matches no tensor of /"),
+    ("space.layer_groups", 4, r"space\.layer_groups: 4 groups, but base has 3 layers"),
+])
+def test_a_local_base_is_checked_while_zoo_sources_are_unbuilt(field, value, expected, family, tasks_dir, tmp_path,
+                                                               capsys, monkeypatch):
+    """Sources from the zoo, not built yet, over a base of the user's own: the base's depth and
+    tensor names come from its checkpoint, before anything is built."""
+    monkeypatch.setenv("EVOLVE_ZOO_DIR", str(tmp_path / "zoo"))
+    config = edit(good_config(family, tasks_dir), "models.sources", ["zoo:kind_reader", "zoo:kind_adder"])
+    code, err, db = run_cli(tmp_path, edit(config, field, value), capsys=capsys)
+    assert code == 2 and len(err) == 1 and re.search(expected, err[0]), err
+    assert not db.exists() and not (tmp_path / "zoo").exists()
+
+
 def test_a_truncated_checkpoint_is_refused_before_any_worker_reads_it(family, tasks_dir, tmp_path, capsys):
     """An interrupted download or copy: the header is whole, the tensor bytes are not."""
     import shutil
