@@ -32,6 +32,15 @@ archive of genomes (default 20), each with its per-sample validation scores ``s_
   the lowest competition fitness (recomputed with the child) is dropped; among tied least-fit
   members the OLDEST goes (the reference's argmin picks the first row), so the child wins ties.
 
+Mutation (``mutation_std``, default 0): Gaussian noise of that standard deviation in genome
+units (each coordinate's bounds span [0, 1]) added to the child after crossover, clipped. The
+reference mutates only when it starts from scratch, never from pre-trained seeds, hence the
+default. Over recipe genomes crossover only interpolates archive members (SLERP overshoots a
+little), so where every parent scores 0 on the target (the zoo's kind pair) the parents are
+never drawn (competition fitness 0, nothing to attract), the archive fills with one seed's
+lineage and the search stalls near its best interpolation (~0.4 there); ``mutation_std: 0.2``
+lets it climb (`benchmarks/README.md` §3.12).
+
 Draw order per child (part of the contract; tests replay it): parent 1, parent 2, split
 (unless ``split`` is off), ``w``, then the mutation noise (if ``mutation_std > 0``).
 

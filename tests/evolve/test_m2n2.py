@@ -426,8 +426,9 @@ def scored(k: int) -> Result:
 class Reference:
     """The paper's rule written out plainly, for a (2 groups x 2 params) genome, weights at 0 and 2."""
 
-    def __init__(self, seed, archive_size, seeds):
+    def __init__(self, seed, archive_size, seeds, mutation_std=0.0):
         self.rng = np.random.default_rng(seed)
+        self.mutation_std = mutation_std
         self.size = archive_size
         self.genomes = {}
         self.archive = []  # (id, scores)
@@ -461,7 +462,10 @@ class Reference:
         for k in range(4):
             t = w if k < split else 1 - w
             out.append((math.sin((1 - t) * omega) * va[k] + math.sin(t * omega) * vb[k]) / math.sin(omega) / 2.0)
-        return (self.archive[i][0], self.archive[j][0]), np.clip(out, 0, 1)
+        out = np.clip(out, 0, 1)
+        if self.mutation_std > 0:  # Gaussian noise in genome units, after the crossover, clipped again
+            out = np.clip(out + self.rng.normal(0.0, self.mutation_std, 4), 0, 1)
+        return (self.archive[i][0], self.archive[j][0]), out
 
     def tell(self, cid, scores):
         self.archive.append((cid, scores))
@@ -471,11 +475,13 @@ class Reference:
             self.archive.pop(drop)
 
 
-def test_archive_evolution_follows_the_update_rule_step_by_step():
+@pytest.mark.parametrize("mutation_std", [0.0, 0.2])
+def test_archive_evolution_follows_the_update_rule_step_by_step(mutation_std):
     seeds = [[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5], [0.9, 0.1, 0.2, 0.8]]
     layout = GenomeLayout((0, 2), (True,) * 4, (0.0,) * 4, (2.0,) * 4)
-    s = M2N2Strategy(4, seed=11, archive_size=4, seeds=seeds, task_weights=WEIGHTS, layout=layout)
-    ref = Reference(11, 4, seeds)
+    s = M2N2Strategy(4, seed=11, archive_size=4, seeds=seeds, task_weights=WEIGHTS, layout=layout,
+                     mutation_std=mutation_std)
+    ref = Reference(11, 4, seeds, mutation_std)
     for c in s.ask(4):  # the seeds, told in order
         ref.genomes[c.id] = c.array
         s.tell(c.id, scored(int(c.id)))
