@@ -34,8 +34,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/candidate_switch.py --shape small
 	$(PY) benchmarks/utilisation.py
 	$(PY) benchmarks/peer_mergekit_evolve.py --config examples/zoo_kind.yaml --seeds 0 1 2 3 4 --evaluations 54 \
-		--name peer_kind_pair_bench --tools mergekit-evolve evolve evolve:m2n2 evolve:random evolve:cma:fidelity \
-		evolve:noseeds evolve:m2n2:noseeds evolve:random:noseeds
+		--name peer_kind_pair_bench --tools mergekit-evolve evolve evolve:m2n2 evolve:m2n2:mutation_std=0.2 evolve:random \
+		evolve:cma:fidelity evolve:noseeds evolve:m2n2:noseeds evolve:random:noseeds
 	$(PY) benchmarks/peer_mergekit_evolve.py --config benchmarks/configs/zoo_dare_ties_72.yaml --seeds 0 1 2 3 4 \
 		--evaluations 32 --name peer_dare_ties_72_bench --tools mergekit-evolve evolve evolve:m2n2
 	$(PY) benchmarks/fidelity.py --config examples/zoo_kind.yaml --evaluations 54 --seeds 0 1 2 3 4 \
