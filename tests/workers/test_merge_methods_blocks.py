@@ -3,6 +3,8 @@ size, bit for bit, including a last partial block."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -51,15 +53,32 @@ def test_result_does_not_depend_on_the_block_size(name, dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("name", ["linear", "task_arithmetic", "ties"])
+@pytest.mark.parametrize("name", ["linear", "task_arithmetic", "ties", "slerp"])
 def test_half_precision_inputs_are_computed_in_float32_then_rounded_once(name, dtype):
     """Half-precision inputs are read as float32 inside the kernels' own ops (no scratch copy):
     the result must be the float32 merge of the same values, rounded once."""
     g = torch.Generator().manual_seed(2)
     b = torch.randn(300, 301, generator=g).to(dtype)  # > one block: a partial last block too
     models = [(b.float() + 0.1 * torch.randn(300, 301, generator=g)).to(dtype) for _ in range(3)]
+    models = models[:1] if name == "slerp" else models
     method = get_method(name)
     half = method(models, b, **PARAMS[name])
     full = method([m.float() for m in models], b.float(), **PARAMS[name]).to(dtype)
     assert half.dtype == dtype
     assert torch.equal(half.view(-1).view(torch.int16), full.view(-1).view(torch.int16))
+
+
+def test_slerp_sums_its_angle_over_every_chunk(monkeypatch):
+    """The angle's dot products run chunk by chunk (a partial last chunk too) and must be those of
+    the whole vectors: computed in float64 here, the angle agrees to float32 precision."""
+    from workers.merge_methods import slerp as slerp_module
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(1000, generator=g).to(torch.bfloat16)
+    b = (a.float() + torch.randn(1000, generator=g)).to(torch.bfloat16)
+    monkeypatch.setattr(slerp_module, "CHUNK", 64)  # 15 chunks of 64 and one of 40
+    got = slerp_module.slerp_coefficients(a, b, 0.3)
+    a64, b64 = a.double(), b.double()
+    theta = math.acos(float(a64 @ b64 / a64.norm() / b64.norm()))
+    expected = (math.sin(0.7 * theta) / math.sin(theta), math.sin(0.3 * theta) / math.sin(theta))
+    assert got == pytest.approx(expected, rel=1e-6)
