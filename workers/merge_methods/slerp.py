@@ -9,8 +9,8 @@ applied to the unnormalized tensors, so t = 0 gives the base model and t = 1 the
 Nearly collinear or antipodal pairs (|cos θ| > 0.9995) fall back to linear interpolation,
 as in mergekit 0.1.5. A norm below 1e-8 counts as 1 when measuring the angle.
 
-The angle's three dot products are summed in float64 over fixed chunks of the flat vectors,
-each chunk read in the compute dtype (a bfloat16 chunk converted into a reused scratch), and
+The angle's three dot products are taken over fixed chunks of the flat vectors in the compute
+dtype (a bfloat16 chunk converted into a reused scratch) and summed across chunks in float64, and
 the result is `base.weighted_sum` of the two tensors: no whole-tensor float32 copy, which for
 bfloat16 inputs would be fresh memory twice their size, per tensor.
 """
