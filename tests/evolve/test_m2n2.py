@@ -545,7 +545,7 @@ def test_other_spaces_seed_from_their_start_genome_and_split_anywhere():
 
 # -- replay through the store, with seeds, the space and task weights, as the runner builds them --------
 @pytest.mark.slow
-@pytest.mark.parametrize("name, settings", [("m2n2", {"archive_size": 4}), ("cma", {"popsize": 4}),
+@pytest.mark.parametrize("name, settings", [("m2n2", {"archive_size": 4, "mutation_std": 0.2}), ("cma", {"popsize": 4}),
                                             ("TwoPointsDE", {})])
 def test_seeded_strategies_replay_exactly_through_the_loop(local_ray, family, tmp_path, name, settings):
     from evolve.config import RunConfig
