@@ -17,6 +17,7 @@ from rich.console import Console
 from search_spaces.errors import UserError
 
 if TYPE_CHECKING:
+    from evolve.config import RunConfig
     from evolve.loop import LoopStats
 
 console = Console(stderr=True)
@@ -57,8 +58,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     console.print(f"run [bold]{outcome.run_id}[/]: {outcome.stats.evaluations} evaluations, "
                   f"{outcome.stats.failures} failed, busy fraction {outcome.stats.busy_fraction:.0%}")
     _say_if_low_rung_dropped(outcome.stats)
-    print_leaderboard(store, outcome.run_id, split="test", limit=10)
+    print_leaderboard(store, outcome.run_id, split=_final_split(config), limit=10)
     return 0
+
+
+def _final_split(config: RunConfig) -> str:
+    """The split of the leaderboard printed when a run ends: test, unless the run never scores it."""
+    return "test" if config.evaluation.report_test else "validation"
 
 
 def _say_if_low_rung_dropped(stats: LoopStats) -> None:
@@ -86,7 +92,10 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     outcome = runner.resume(store, args.run, force=args.force, progress=not args.quiet)
     console.print(f"run [bold]{outcome.run_id}[/] resumed: {outcome.stats.evaluations} evaluations in total")
     _say_if_low_rung_dropped(outcome.stats)
-    print_leaderboard(store, outcome.run_id, split="test", limit=10)
+    from evolve.config import RunConfig
+
+    config = RunConfig.model_validate(store.get_run(outcome.run_id).config)
+    print_leaderboard(store, outcome.run_id, split=_final_split(config), limit=10)
     return 0
 
 

@@ -112,6 +112,23 @@ def test_leaderboard_runs_and_export_read_back_from_the_store(local_ray, family,
     assert main(["leaderboard", "r-nope", "--store", url]) == 2
 
 
+@pytest.mark.parametrize("report_test, split", [(True, "test"), (False, "validation")])
+def test_the_leaderboard_a_run_ends_with_is_on_a_split_it_scored(report_test, split, local_ray, family, tmp_path,
+                                                                 capsys):
+    """A run that never scores the test split must not end on a table of dashes."""
+    import yaml
+
+    from evolve.cli import main
+
+    data = config_dict(family, budget={"max_evaluations": 2})
+    data["evaluation"] = {**data.get("evaluation", {}), "report_test": report_test}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["run", str(path), "--store", f"sqlite:///{tmp_path / 'runs.db'}", "--quiet"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"· {split} split ·" in out, out
+
+
 # -- failing fast -----------------------------------------------------------------------------------
 def failing_config(family, tmp_path, **overrides):
     import yaml
