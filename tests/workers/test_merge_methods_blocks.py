@@ -53,17 +53,20 @@ def test_result_does_not_depend_on_the_block_size(name, dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("name", ["linear", "task_arithmetic", "ties", "slerp"])
-def test_half_precision_inputs_are_computed_in_float32_then_rounded_once(name, dtype):
+@pytest.mark.parametrize("name,n_models", [("linear", 3), ("linear", 2), ("task_arithmetic", 3),
+                                           ("task_arithmetic", 1), ("ties", 3), ("slerp", 1)])
+def test_half_precision_inputs_are_computed_in_float32_then_rounded_once(name, n_models, dtype):
     """Half-precision inputs are read as float32 inside the kernels' own ops (no scratch copy):
-    the result must be the float32 merge of the same values, rounded once."""
+    the result must be the float32 merge of the same values, rounded once. Two models of linear
+    and one of task arithmetic are interpolations (`base.weighted_sum`), the others sums."""
     g = torch.Generator().manual_seed(2)
     b = torch.randn(300, 301, generator=g).to(dtype)  # > one block: a partial last block too
     models = [(b.float() + 0.1 * torch.randn(300, 301, generator=g)).to(dtype) for _ in range(3)]
-    models = models[:1] if name == "slerp" else models
+    models = models[:n_models]
+    params = {k: v[:n_models] if isinstance(v, list) else v for k, v in PARAMS[name].items()}
     method = get_method(name)
-    half = method(models, b, **PARAMS[name])
-    full = method([m.float() for m in models], b.float(), **PARAMS[name]).to(dtype)
+    half = method(models, b, **params)
+    full = method([m.float() for m in models], b.float(), **params).to(dtype)
     assert half.dtype == dtype
     assert torch.equal(half.view(-1).view(torch.int16), full.view(-1).view(torch.int16))
 

