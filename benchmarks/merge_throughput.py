@@ -57,8 +57,11 @@ SHARD_BYTES = 400 * 2**20
 RECIPES = {
     "linear": {"merge_method": "linear", "models": [
         {"model": "{a}", "parameters": {"weight": 0.6}}, {"model": "{b}", "parameters": {"weight": 0.4}}]},
+    # weights that do not sum to 1: the base keeps a coefficient (-0.2), a sum of three terms.
+    # Until 2026-12-07 they were 0.6 and 0.4, for which ours now leaves the base out and
+    # interpolates, as for linear: that would measure linear twice.
     "task_arithmetic": {"merge_method": "task_arithmetic", "base_model": "{base}", "models": [
-        {"model": "{a}", "parameters": {"weight": 0.6}}, {"model": "{b}", "parameters": {"weight": 0.4}}]},
+        {"model": "{a}", "parameters": {"weight": 0.7}}, {"model": "{b}", "parameters": {"weight": 0.5}}]},
     "ties": {"merge_method": "ties", "base_model": "{base}", "models": [
         {"model": "{a}", "parameters": {"weight": 0.6, "density": 0.5}},
         {"model": "{b}", "parameters": {"weight": 0.4, "density": 0.5}}],
