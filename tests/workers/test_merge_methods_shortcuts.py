@@ -1,4 +1,5 @@
-"""Passes a kernel skips or fuses: the result must be what the full computation gives (bit for bit\nwhere nothing is rounded differently, to float32 accuracy where something is)."""
+"""Passes a kernel skips or fuses: the result must be what the full computation gives (bit for bit
+where nothing is rounded differently, to float32 accuracy where something is)."""
 
 from __future__ import annotations
 
