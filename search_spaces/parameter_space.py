@@ -105,7 +105,7 @@ class ParameterSpace:
     merge_method: str
     models: tuple[str, ...]
     search: tuple[SearchedParameter, ...]
-    base_model: str | None = None
+    base_model: str | None = None  # merged only by a method that uses a base (see `recipe_base`)
     layer_groups: int = 1
     kinds: tuple[str, ...] = ()
     parameters: FrozenDict = field(default_factory=FrozenDict)
@@ -241,6 +241,15 @@ class ParameterSpace:
     def _upper(self) -> np.ndarray:
         return np.array([c.upper for c in self.coordinates], dtype=np.float64)
 
+    @property
+    def recipe_base(self) -> str | None:
+        """The ``base_model`` of the recipes this space decodes: none for a method that merges no
+        base (linear, passthrough, karcher), whose space keeps the run's base only as its
+        reference model (architecture, tokenizer, a parent scored beside the search). Merged,
+        it would need a weight the space does not search; a user who wants it in the merge
+        lists it among the models."""
+        return None if RULES[self.merge_method].base == "unused" else self.base_model
+
     # -- codec ------------------------------------------------------------------------------
     def values(self, x: Any) -> np.ndarray:
         """The parameter value of each coordinate of genome ``x`` (validated), in genome order."""
@@ -256,8 +265,8 @@ class ParameterSpace:
                 params[sp.name] = self._value_form(grid[:, :, m, p])
             models.append({"model": path, "parameters": params})
         data: dict[str, Any] = {"merge_method": self.merge_method, "models": models, "seed": self.seed}
-        if self.base_model is not None:
-            data["base_model"] = self.base_model
+        if self.recipe_base is not None:
+            data["base_model"] = self.recipe_base
         global_params = thaw(self.parameters)
         for q, sp in enumerate(self.global_search):
             global_params[sp.name] = self._value_form(global_grid[:, :, q])
@@ -286,8 +295,8 @@ class ParameterSpace:
             )
         if recipe.slices or not recipe.models:
             raise RecipeError(f"{where}: a parameter-space recipe lists 'models', not 'slices'")
-        if recipe.base_model != self.base_model:
-            raise RecipeError(f"{where}.base_model: '{recipe.base_model}', but the space uses '{self.base_model}'")
+        if recipe.base_model != self.recipe_base:
+            raise RecipeError(f"{where}.base_model: '{recipe.base_model}', but the space uses '{self.recipe_base}'")
         paths = tuple(e.model for e in recipe.models)
         if paths != self.models:
             raise RecipeError(
@@ -438,8 +447,7 @@ def _validated(where: str, **f: Any) -> dict[str, Any]:
         raise UserError(f"{where}.base_model: must be a model path")
     if rules.base == "required" and base is None:
         raise UserError(f"{where}.base_model: {method} needs a base model")
-    merged = len(models) + int(rules.base == "unused" and base is not None and base not in models)
-    rules.check_model_count(merged, f"{where}.models")
+    rules.check_model_count(len(models), f"{where}.models")  # a base is never one of them (`recipe_base`)
 
     groups = f["layer_groups"]
     if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:

@@ -14,7 +14,7 @@ from evolve import runner
 from evolve.config import RunConfig
 from evolve.preflight import check_run
 from evolve.store import Store
-from evolve.store.records import EvaluationStatus, RunStatus
+from evolve.store.records import CandidateKind, EvaluationStatus, RunStatus
 from tests.fixtures.run_configs import config_dict
 
 pytestmark = pytest.mark.slow
@@ -127,6 +127,30 @@ def test_the_leaderboard_a_run_ends_with_is_on_a_split_it_scored(report_test, sp
     assert main(["run", str(path), "--store", f"sqlite:///{tmp_path / 'runs.db'}", "--quiet"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert f"· {split} split ·" in out, out
+
+
+def test_a_linear_search_merges_its_sources_and_keeps_the_base_as_a_reference(local_ray, family, tmp_path):
+    """linear merges no base: the run's base is a scored reference, and each candidate a weighted
+    sum of the sources (merged too, the base would need a weight the space does not search)."""
+    import yaml
+
+    from evolve.cli import main
+
+    data = config_dict(family, space={"merge_method": "linear", "layer_groups": 2, "search": {"weight": [0.1, 1.0]}},
+                       budget={"max_evaluations": 4})
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    assert main(["run", str(path), "--store", url, "--quiet"]) == 0
+    store = Store(url)
+    (run,) = store.list_runs()
+    searched = store.list_candidates(run.id, kind=CandidateKind.SEARCH)
+    assert len(searched) >= 4
+    for cand in searched:
+        assert "base_model" not in cand.recipe
+        assert [m["model"] for m in cand.recipe["models"]] == [str(family[1]), str(family[2])]
+    references = store.list_candidates(run.id, kind=CandidateKind.REFERENCE)
+    assert family[0].name in {r.label for r in references}
 
 
 # -- failing fast -----------------------------------------------------------------------------------
