@@ -319,7 +319,7 @@ def leaderboard_data(store: Store, run_id: str, split: str = "validation", limit
     for row in [*ranked, *parents.values()]:
         row.pop("_key")
         row.pop("_objectives")
-    return {"run": run_id, "split": split, "task": task,
+    return {"run": run_id, "status": run.status.value, "error": run.error, "split": split, "task": task,
             "ranked_by": "validation fitness" if task is None else f"{task} on validation",
             "pareto": {"objectives": objectives, "split": "validation"} if pareto else None,
             "candidates": ranked, "parents": parents}
@@ -352,7 +352,9 @@ def print_leaderboard(store: Store, run_id: str, split: str = "validation", limi
         print(buf.getvalue(), end="")
         return data
     front = f" · Pareto front over {', '.join(data['pareto']['objectives'])} on validation" if pareto else ""
-    table = Table(title=f"run {run_id} · {split} split · ranked by {data['ranked_by']}{front}")
+    status = "" if data["status"] == RunStatus.FINISHED else f" · {data['status']}"
+    table = Table(title=f"run {run_id}{status} · {split} split · ranked by {data['ranked_by']}{front}",
+                  caption=_leaderboard_caption(data))
     table.add_column("rank")
     table.add_column("candidate")
     table.add_column("score", justify="right")
@@ -369,6 +371,15 @@ def print_leaderboard(store: Store, run_id: str, split: str = "validation", limi
                       parent_text or "—")
     console.print(table)
     return data
+
+
+def _leaderboard_caption(data: dict[str, Any]) -> str | None:
+    """Why a table may be empty or not final: a failed run's error, or that nothing finished."""
+    if data["status"] == RunStatus.FAILED:
+        return f"the run FAILED: {data['error'] or 'no error recorded'}"
+    if not data["candidates"]:
+        return "no merge has a complete evaluation yet"
+    return None
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:

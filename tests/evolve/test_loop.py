@@ -4,6 +4,7 @@ Assertions are about behaviour, never speed, and never about the order in which 
 results arrive: where an assertion needs an order, the run has one worker.
 """
 
+import json
 import os
 import signal
 
@@ -178,6 +179,13 @@ def test_a_run_whose_evaluations_all_fail_stops_failed_after_the_first_five(loca
     evaluations = store.list_evaluations(run.id)
     assert not any(e.status == EvaluationStatus.COMPLETE for e in evaluations)
     assert 5 <= len(evaluations) <= 5 + 2  # the five, and at most one in flight per worker (abandoned)
+    # its leaderboard is no empty table of a run that looks fine: it says FAILED, and why
+    assert main(["leaderboard", run.id, "--store", url]) == 0
+    board = " ".join(capsys.readouterr().out.split())
+    assert f"run {run.id} · FAILED ·" in board and "the run FAILED: the first 5 evaluations all failed" in board
+    assert main(["leaderboard", run.id, "--store", url, "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["status"] == "FAILED" and "the first 5 evaluations all failed" in data["error"]
     assert all(e.status == EvaluationStatus.FAILED for e in evaluations)
     assert {e.error_kind for e in evaluations} <= {"merge_error", "abandoned"}
     assert sum(e.error_kind == "merge_error" for e in evaluations) == 5
